@@ -1,0 +1,4 @@
+//! The `kdseg` command line: argument parsing and the thin glue between the library and a terminal.
+
+pub mod bag;
+pub mod interrupt;

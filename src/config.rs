@@ -1,0 +1,227 @@
+//! The one typed configuration of kdseg, shared by the CLI, the ROS node (as ROS parameters) and
+//! training. Every section rejects unknown keys and [`Config::validate`] names the offending
+//! parameter by its dotted path (`pose.lookup_timeout_s`), which is also its ROS parameter name.
+
+use crate::cloud::FieldMapping;
+use crate::geometry::PoseBufferConfig;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("{file}: {reason}")]
+    Parse { file: String, reason: String },
+    #[error("parameter {parameter}: {reason}")]
+    Invalid { parameter: String, reason: String },
+}
+
+fn invalid(parameter: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { parameter: parameter.to_string(), reason: reason.into() }
+}
+
+/// Topic names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicConfig {
+    /// LiDAR `sensor_msgs/PointCloud2`.
+    pub lidar: String,
+    /// `nav_msgs/Odometry` with the LiDAR (or base) pose, when `pose.source` is `odometry`.
+    pub odometry: String,
+    pub tf: String,
+    pub tf_static: String,
+}
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        TopicConfig { lidar: "/velodyne_points".into(), odometry: "/odom".into(), tf: "/tf".into(), tf_static: "/tf_static".into() }
+    }
+}
+
+/// Frame names (REP-105).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FrameConfig {
+    /// World-fixed frame the scan history is kept in (`odom`, or `map`).
+    pub fixed: String,
+    /// LiDAR frame; empty means the cloud's `header.frame_id`.
+    pub lidar: String,
+}
+
+impl Default for FrameConfig {
+    fn default() -> Self {
+        FrameConfig { fixed: "odom".into(), lidar: String::new() }
+    }
+}
+
+/// Where scan poses come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PoseSource {
+    Odometry,
+    Tf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoseConfig {
+    pub source: PoseSource,
+    /// How long a scan waits for its pose before it is skipped (and counted), seconds.
+    pub lookup_timeout_s: f64,
+    /// A lookup this far beyond the newest (or before the oldest) pose uses that pose, seconds.
+    pub tolerance_s: f64,
+    /// Poses further apart than this are not interpolated between, seconds.
+    pub max_gap_s: f64,
+    /// How much pose history is kept, seconds.
+    pub history_s: f64,
+    /// A pose this much older than the newest means time went backwards (a looped bag), seconds.
+    pub backward_jump_s: f64,
+}
+
+impl Default for PoseConfig {
+    fn default() -> Self {
+        let b = PoseBufferConfig::default();
+        PoseConfig {
+            source: PoseSource::Odometry,
+            lookup_timeout_s: 0.5,
+            tolerance_s: b.tolerance_s,
+            max_gap_s: b.max_gap_s,
+            history_s: b.history_s,
+            backward_jump_s: b.backward_jump_s,
+        }
+    }
+}
+
+impl PoseConfig {
+    pub fn buffer(&self) -> PoseBufferConfig {
+        PoseBufferConfig { tolerance_s: self.tolerance_s, max_gap_s: self.max_gap_s, history_s: self.history_s, backward_jump_s: self.backward_jump_s }
+    }
+}
+
+/// Size limits on untrusted input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest serialised message accepted from a bag or topic, bytes.
+    pub max_message_bytes: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig { max_message_bytes: 256 << 20 }
+    }
+}
+
+/// The whole configuration. Every section has defaults, so a file only lists what it changes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Which PointCloud2 fields play which role.
+    pub cloud: FieldMapping,
+    pub topics: TopicConfig,
+    pub frames: FrameConfig,
+    pub pose: PoseConfig,
+    pub limits: LimitsConfig,
+}
+
+impl Config {
+    /// Reads a YAML file: either the plain mapping or a ROS 2 parameters file
+    /// (`/**: {ros__parameters: {...}}`, or a node name instead of `/**`).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Parse { file: path.display().to_string(), reason: e.to_string() })?;
+        Self::from_yaml(&text, &path.display().to_string())
+    }
+
+    pub fn from_yaml(text: &str, name: &str) -> Result<Config, ConfigError> {
+        let parse_err = |e: serde_yaml::Error| ConfigError::Parse { file: name.to_string(), reason: e.to_string() };
+        let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(parse_err)?;
+        let value = unwrap_ros_parameters(value);
+        let config: Config = if value.is_null() { Config::default() } else { serde_yaml::from_value(value).map_err(parse_err)? };
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).unwrap_or_default()
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (name, topic) in [
+            ("topics.lidar", &self.topics.lidar),
+            ("topics.odometry", &self.topics.odometry),
+            ("topics.tf", &self.topics.tf),
+            ("topics.tf_static", &self.topics.tf_static),
+        ] {
+            if topic.is_empty() || topic.contains(char::is_whitespace) {
+                return Err(invalid(name, format!("'{topic}' is not a topic name")));
+            }
+        }
+        if self.frames.fixed.is_empty() {
+            return Err(invalid("frames.fixed", "must name a frame"));
+        }
+        for (name, value) in [
+            ("pose.lookup_timeout_s", self.pose.lookup_timeout_s),
+            ("pose.tolerance_s", self.pose.tolerance_s),
+            ("pose.max_gap_s", self.pose.max_gap_s),
+            ("pose.history_s", self.pose.history_s),
+            ("pose.backward_jump_s", self.pose.backward_jump_s),
+        ] {
+            if !(value >= 0.0) {
+                return Err(invalid(name, format!("{value} must be a non-negative number of seconds")));
+            }
+        }
+        if self.cloud.max_points == 0 {
+            return Err(invalid("cloud.max_points", "must be positive"));
+        }
+        if self.limits.max_message_bytes < 1024 {
+            return Err(invalid("limits.max_message_bytes", format!("{} is too small to hold any cloud", self.limits.max_message_bytes)));
+        }
+        Ok(())
+    }
+}
+
+/// `{"/**": {"ros__parameters": X}}` (or any single node key) → `X`.
+fn unwrap_ros_parameters(value: serde_yaml::Value) -> serde_yaml::Value {
+    if let serde_yaml::Value::Mapping(map) = &value {
+        if map.len() == 1 {
+            if let Some((_, inner)) = map.iter().next() {
+                if let Some(params) = inner.as_mapping().and_then(|m| m.get("ros__parameters")) {
+                    return params.clone();
+                }
+            }
+        }
+    }
+    value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_round_trip() {
+        let config = Config::default();
+        config.validate().unwrap();
+        let back = Config::from_yaml(&config.to_yaml(), "test").unwrap();
+        assert_eq!(back, config);
+    }
+
+    #[test]
+    fn ros_parameter_files_are_unwrapped() {
+        let text = "/**:\n  ros__parameters:\n    topics:\n      lidar: /points\n    pose:\n      source: tf\n";
+        let config = Config::from_yaml(text, "params.yaml").unwrap();
+        assert_eq!(config.topics.lidar, "/points");
+        assert_eq!(config.pose.source, PoseSource::Tf);
+        assert_eq!(config.topics.odometry, "/odom");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_parameter() {
+        let err = Config::from_yaml("pose:\n  lookup_timeout: 1.0\n", "x.yaml").unwrap_err().to_string();
+        assert!(err.contains("lookup_timeout"), "{err}");
+        let err = Config::from_yaml("pose:\n  lookup_timeout_s: -1\n", "x.yaml").unwrap_err().to_string();
+        assert!(err.contains("pose.lookup_timeout_s"), "{err}");
+        let err = Config::from_yaml("topics:\n  lidar: ''\n", "x.yaml").unwrap_err().to_string();
+        assert!(err.contains("topics.lidar"), "{err}");
+    }
+}
