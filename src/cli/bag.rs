@@ -25,7 +25,7 @@ pub enum BagCommand {
 
 #[derive(Debug, Args)]
 pub struct FromKitti {
-    /// Dataset root (the folder that holds sequences/)
+    /// Dataset root (the folder that holds sequences/), or a sequence folder that holds velodyne/
     #[arg(long)]
     pub dataset: PathBuf,
     /// Sequence id, e.g. 08
@@ -88,7 +88,11 @@ pub fn run(command: BagCommand) -> Result<()> {
         }
         BagCommand::FromKitti(args) => {
             let config = load_config(&args.config)?;
-            let sequence = KittiSequence::open(&args.dataset, &args.sequence)?;
+            let sequence = if args.dataset.join("velodyne").is_dir() {
+                KittiSequence::open_dir(&args.dataset, &args.sequence)?
+            } else {
+                KittiSequence::open(&args.dataset, &args.sequence)?
+            };
             anyhow::ensure!(args.rate > 0.0, "--rate must be positive");
             let options = FromKittiOptions {
                 topics: config.topics.clone(),

@@ -42,7 +42,13 @@ impl KittiSequence {
     /// Opens `root/sequences/<id>`; `id` may be given as `8` or `08`.
     pub fn open(root: &Path, id: &str) -> Result<Self, DatasetError> {
         let id = normalise_id(id);
-        let dir = root.join("sequences").join(&id);
+        Self::open_dir(&root.join("sequences").join(&id), &id)
+    }
+
+    /// Opens a sequence folder directly (one that holds `velodyne/`), e.g. a recording laid out like
+    /// a SemanticKITTI sequence outside a `sequences/` tree.
+    pub fn open_dir(dir: &Path, id: &str) -> Result<Self, DatasetError> {
+        let (dir, id) = (dir.to_path_buf(), id.to_string());
         let velodyne = dir.join("velodyne");
         let mut scans: Vec<PathBuf> = std::fs::read_dir(&velodyne)
             .map_err(io_err(&velodyne))?
@@ -229,6 +235,11 @@ pub fn write_poses(path: &Path, poses: &[Matrix4<f64>]) -> Result<(), DatasetErr
 /// calib.txt: the `Tr:` line.
 pub fn read_calib(path: &Path) -> Result<Matrix4<f64>, DatasetError> {
     let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+    parse_calib(&text, path)
+}
+
+/// The `Tr:` matrix of calib.txt content; `path` names the source in errors.
+pub fn parse_calib(text: &str, path: &Path) -> Result<Matrix4<f64>, DatasetError> {
     for (i, line) in text.lines().enumerate() {
         if let Some(values) = line.strip_prefix("Tr:") {
             return Ok(matrix_from_kitti_row(&parse_row(values, path, i + 1)?));

@@ -1,0 +1,36 @@
+# kdseg: `make demo` runs the main job on built-in data, `make test` runs every test. Both install
+# what is missing first (scripts/setup.sh, cached in ${KDSEG_DEPS:-$HOME/.cache/kdseg}).
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+ENV := source scripts/env.sh
+CARGO_FLAGS := --release --features ros
+
+.PHONY: setup build test demo bench bench-report results clean-deps device-binary
+
+setup:
+	@bash scripts/setup.sh
+
+# The release binary with the ROS 2 node, at target/release/kdseg.
+build: setup
+	$(ENV) && cargo build $(CARGO_FLAGS) --bins
+
+# Every test: unit, integration (bags from other tools, real sensor data, fixtures), the ROS node over
+# Fast DDS with an rclpy harness. The ROS-free core must also build on its own.
+test: setup
+	$(ENV) && cargo build --release --lib
+	$(ENV) && cargo test $(CARGO_FLAGS) -- --test-threads=2
+
+demo: build
+	$(ENV) && scripts/demo.sh
+
+bench: build
+	$(ENV) && target/release/kdseg bench all --out benchmarks/cpu
+	$(ENV) && target/release/kdseg bench report --results benchmarks --out BENCHMARKS.md
+
+bench-report: build
+	$(ENV) && target/release/kdseg bench report --results benchmarks --out BENCHMARKS.md
+
+# A ROS-free binary for the GPU machine (no ROS there): .device/kdseg, run with its torch/lib.
+device-binary: setup
+	$(ENV) && cargo build --release --bins
+	mkdir -p .device && cp target/release/kdseg .device/kdseg
