@@ -150,6 +150,8 @@ export IDL_PACKAGE_FILTER="std_msgs;builtin_interfaces;sensor_msgs;geometry_msgs
 export LIBTORCH_USE_PYTORCH=1
 export KDSEG_TORCH_LIB="$TORCH_LIB"
 export KDSEG_RMW_SHIM_DIR="$DEPS/shim"
+# r2r's own crates link -lrmw_implementation; the C compiler driver passes LIBRARY_PATH to the linker
+export LIBRARY_PATH="$DEPS/shim\${LIBRARY_PATH:+:\$LIBRARY_PATH}"
 export KDSEG_PYTHON_LIBDIR="$PYLIBDIR"
 export KDSEG_PYTHON_LIB="$PYLIB"
 export PYTHONPATH="$IFACE/install/lib/python$PYVER/site-packages:$IFACE/install/local/lib/python$PYVER/dist-packages:$VENV/lib/python$PYVER/site-packages"
