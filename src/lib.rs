@@ -10,6 +10,7 @@
 //! node (cargo feature `ros`) all use.
 
 pub mod bag;
+pub mod bench;
 pub mod cloud;
 pub mod config;
 pub mod conversion;

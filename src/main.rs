@@ -18,6 +18,9 @@ enum Command {
     /// rosbag2 bags: info, and conversion from/to SemanticKITTI sequences
     #[command(subcommand)]
     Bag(cli::bag::BagCommand),
+    /// Benchmarks: run a suite (results to benchmarks/), or render BENCHMARKS.md
+    #[command(subcommand)]
+    Bench(cli::bench::BenchCommand),
 }
 
 fn main() {
@@ -33,5 +36,6 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Bag(command) => cli::bag::run(command),
+        Command::Bench(command) => cli::bench::run(command),
     }
 }

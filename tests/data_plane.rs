@@ -519,3 +519,29 @@ fn unfinished_writer_is_finalised_on_drop() {
     assert_eq!(bag.summary().message_count, 3);
     assert_eq!(bag.messages().unwrap().count(), 3);
 }
+
+/// A stream of clouds decoded into one reused buffer: lengths and columns follow each message.
+#[test]
+fn decode_into_reuses_buffers_without_stale_columns() {
+    let big = raw_cloud(vec![field("x", 0, 7), field("y", 4, 7), field("z", 8, 7), field("ring", 12, 4)], 14, 5, false, |i, p| {
+        p[0..4].copy_from_slice(&(i as f32).to_le_bytes());
+        p[12..14].copy_from_slice(&(i as u16).to_le_bytes());
+    });
+    let small = raw_cloud(vec![field("x", 0, 7), field("y", 4, 7), field("z", 8, 7)], 12, 2, false, |i, p| {
+        let x = if i == 0 { f32::NAN } else { 9.0 };
+        p[0..4].copy_from_slice(&x.to_le_bytes());
+    });
+    let mapping = FieldMapping::default();
+    let mut c = PointCloud::default();
+    cloud::decode_into(&big, &mapping, &mut c).unwrap();
+    assert_eq!((c.len(), c.ring.as_ref().map(|r| r.len())), (5, Some(5)));
+    let report = cloud::decode_into(&small, &mapping, &mut c).unwrap();
+    assert_eq!(report.dropped_nonfinite, 1);
+    assert_eq!(c.x, vec![9.0]);
+    assert_eq!(c.ring, None, "a column the message lacks must not survive from the previous cloud");
+    assert_eq!(c.source_len, 2);
+    cloud::decode_into(&big, &mapping, &mut c).unwrap();
+    assert_eq!(c.x, vec![0.0, 1.0, 2.0, 3.0, 4.0]);
+    assert_eq!(c.source_index, None);
+    assert_eq!(c.intensity, vec![0.0; 5]);
+}

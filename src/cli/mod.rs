@@ -1,4 +1,5 @@
 //! The `kdseg` command line: argument parsing and the thin glue between the library and a terminal.
 
 pub mod bag;
+pub mod bench;
 pub mod interrupt;

@@ -78,6 +78,18 @@ pub fn decode_with<D: AsRef<[u8]>>(
     msg: &PointCloud2Msg<D>,
     mapping: &FieldMapping,
 ) -> Result<(PointCloud, DecodeReport), CloudError> {
+    let mut cloud = PointCloud::default();
+    let report = decode_into(msg, mapping, &mut cloud)?;
+    Ok((cloud, report))
+}
+
+/// Decodes into `out`, reusing its buffers: a stream of clouds (a node, a bag replay) then decodes
+/// without allocating, which on its own costs more than the decoding of a 120k-point cloud.
+pub fn decode_into<D: AsRef<[u8]>>(
+    msg: &PointCloud2Msg<D>,
+    mapping: &FieldMapping,
+    out: &mut PointCloud,
+) -> Result<DecodeReport, CloudError> {
     let data = msg.data.as_ref();
     let points = u64::from(msg.height) * u64::from(msg.width);
     if points > mapping.max_points {
@@ -118,35 +130,87 @@ pub fn decode_with<D: AsRef<[u8]>>(
     };
     let (fx, fy, fz) = (required(&mapping.x)?, required(&mapping.y)?, required(&mapping.z)?);
 
-    let mut cloud = PointCloud { source_len: n, ..Default::default() };
-    cloud.x = read_f32(&layout, fx);
-    cloud.y = read_f32(&layout, fy);
-    cloud.z = read_f32(&layout, fz);
-    cloud.intensity = match find(&msg.fields, &mapping.intensity) {
-        Some(f) => read_f32(&layout, f),
-        None => vec![0.0; n],
-    };
-    cloud.time = find(&msg.fields, &mapping.time).map(|f| {
-        let mut t = read_f32_f64(&layout, f);
-        if !f.datatype.is_float() {
-            // integer time fields are nanoseconds (Ouster `t`, Nebula `time_stamp`)
-            t.iter_mut().for_each(|v| *v *= 1e-9);
-        } else if t.iter().any(|v| v.abs() > 1e6) {
-            // absolute stamps in seconds (Hesai/Livox `timestamp`): make them relative
-            let stamp = msg.header.stamp.to_seconds();
-            t.iter_mut().for_each(|v| *v -= stamp);
+    // Reuse the caller's buffers; a column the cloud lacks is dropped (and its buffer with it).
+    // Every element is overwritten by the extraction, so only a grown tail needs initialising.
+    fn reuse<T: Copy + Default>(slot: Option<Vec<T>>, present: bool, n: usize) -> Option<Vec<T>> {
+        present.then(|| {
+            let mut v = slot.unwrap_or_default();
+            v.truncate(n);
+            v.resize(n, T::default());
+            v
+        })
+    }
+    let f_intensity = find(&msg.fields, &mapping.intensity);
+    let f_rcs = find(&msg.fields, &mapping.rcs);
+    let f_velocity = find(&msg.fields, &mapping.radial_velocity);
+    let f_velocity_comp = find(&msg.fields, &mapping.radial_velocity_compensated);
+    let f_ring = find(&msg.fields, &mapping.ring);
+    let f_label = find(&msg.fields, &mapping.label);
+    let f_time = find(&msg.fields, &mapping.time);
+    let mut x = reuse(Some(std::mem::take(&mut out.x)), true, n).unwrap_or_default();
+    let mut y = reuse(Some(std::mem::take(&mut out.y)), true, n).unwrap_or_default();
+    let mut z = reuse(Some(std::mem::take(&mut out.z)), true, n).unwrap_or_default();
+    let mut intensity = reuse(Some(std::mem::take(&mut out.intensity)), true, n).unwrap_or_default();
+    let mut rcs = reuse(out.rcs.take(), f_rcs.is_some(), n);
+    let mut velocity = reuse(out.radial_velocity.take(), f_velocity.is_some(), n);
+    let mut velocity_comp = reuse(out.radial_velocity_compensated.take(), f_velocity_comp.is_some(), n);
+    let mut ring = reuse(out.ring.take(), f_ring.is_some(), n);
+    let mut label = reuse(out.label.take(), f_label.is_some(), n);
+    // Time: float fields are seconds (relative; double-precision ones may be absolute stamps, as
+    // Hesai/Livox `timestamp`), integer fields nanoseconds (Ouster `t`, Nebula `time_stamp`).
+    let f64_time = f_time.filter(|f| f.datatype == Datatype::F64);
+    let mut time = reuse(out.time.take(), f_time.is_some() && f64_time.is_none(), n);
+    let mut time64 = f64_time.map(|_| vec![0f64; n]);
+    {
+        let mut tasks: Vec<(Located, Dest)> = vec![(fx, Dest::F32(&mut x)), (fy, Dest::F32(&mut y)), (fz, Dest::F32(&mut z))];
+        let pairs = [(f_intensity, Some(&mut intensity)), (f_rcs, rcs.as_mut()), (f_velocity, velocity.as_mut()), (f_velocity_comp, velocity_comp.as_mut()), (f_time, time.as_mut())];
+        for (field, column) in pairs {
+            if let (Some(f), Some(v)) = (field, column) {
+                tasks.push((f, Dest::F32(v)));
+            }
         }
-        t.into_iter().map(|v| v as f32).collect()
-    });
-    cloud.ring = find(&msg.fields, &mapping.ring).map(|f| read_f32_f64(&layout, f).into_iter().map(|v| v as u16).collect());
-    cloud.label = find(&msg.fields, &mapping.label).map(|f| read_u32(&layout, f));
-    cloud.rcs = find(&msg.fields, &mapping.rcs).map(|f| read_f32(&layout, f));
-    cloud.radial_velocity = find(&msg.fields, &mapping.radial_velocity).map(|f| read_f32(&layout, f));
-    cloud.radial_velocity_compensated =
-        find(&msg.fields, &mapping.radial_velocity_compensated).map(|f| read_f32(&layout, f));
+        if let (Some(f), Some(v)) = (f_ring, ring.as_mut()) {
+            tasks.push((f, Dest::U16(v)));
+        }
+        if let (Some(f), Some(v)) = (f_label, label.as_mut()) {
+            tasks.push((f, Dest::U32(v)));
+        }
+        if let (Some(f), Some(v)) = (f64_time, time64.as_mut()) {
+            tasks.push((f, Dest::F64(v)));
+        }
+        extract(&layout, &mut tasks);
+    }
+    if let (Some(f), Some(t)) = (f_time, time.as_mut()) {
+        if !f.datatype.is_float() {
+            // nanoseconds → seconds, rounded once
+            t.iter_mut().for_each(|v| *v = (f64::from(*v) * 1e-9) as f32);
+        }
+    }
+    if let Some(t64) = time64 {
+        let offset = if t64.iter().any(|v| v.abs() > 1e6) { msg.header.stamp.to_seconds() } else { 0.0 };
+        time = Some(t64.into_iter().map(|v| (v - offset) as f32).collect());
+    }
+    let cloud = out;
+    *cloud = PointCloud {
+        x,
+        y,
+        z,
+        intensity,
+        time,
+        ring,
+        label,
+        rcs,
+        radial_velocity: velocity,
+        radial_velocity_compensated: velocity_comp,
+        source_index: cloud.source_index.take().map(|mut v| {
+            v.clear();
+            v
+        }),
+        source_len: n,
+    };
 
-    let dropped = drop_nonfinite(&mut cloud);
-    Ok((cloud, DecodeReport { total: n, dropped_nonfinite: dropped }))
+    let dropped = drop_nonfinite(cloud);
+    Ok(DecodeReport { total: n, dropped_nonfinite: dropped })
 }
 
 fn check_field(field: &PointField, point_step: u32) -> Result<(), CloudError> {
@@ -172,60 +236,85 @@ fn find(fields: &[PointField], names: &[String]) -> Option<Located> {
     })
 }
 
-/// Applies `convert` to the bytes of one field of every point, row by row.
-#[inline(always)]
-fn for_each_point<const SIZE: usize, T>(layout: &Layout, offset: usize, mut convert: impl FnMut([u8; SIZE]) -> T) -> Vec<T> {
-    let mut out = Vec::with_capacity(layout.height * layout.width);
-    if layout.height == 0 || layout.width == 0 {
-        return out;
-    }
-    let row_len = layout.width * layout.point_step;
+/// Where one field's values go.
+enum Dest<'a> {
+    F32(&'a mut [f32]),
+    F64(&'a mut [f64]),
+    U16(&'a mut [u16]),
+    U32(&'a mut [u32]),
+}
+
+/// Points per block: each field is extracted over a block that stays in L1 cache, instead of
+/// streaming the whole buffer once per field (a 120k-point cloud is several MB).
+const BLOCK: usize = 512;
+
+fn extract(layout: &Layout, tasks: &mut [(Located, Dest)]) {
+    let step = layout.point_step;
     for r in 0..layout.height {
-        let row = &layout.data[r * layout.row_step..r * layout.row_step + row_len];
-        for point in row.chunks_exact(layout.point_step) {
-            let mut bytes = [0u8; SIZE];
-            bytes.copy_from_slice(&point[offset..offset + SIZE]);
-            out.push(convert(bytes));
+        let row = &layout.data[r * layout.row_step..r * layout.row_step + layout.width * step];
+        for c0 in (0..layout.width).step_by(BLOCK) {
+            let c1 = (c0 + BLOCK).min(layout.width);
+            let points = &row[c0 * step..c1 * step];
+            let (start, end) = (r * layout.width + c0, r * layout.width + c1);
+            for (field, dest) in tasks.iter_mut() {
+                match dest {
+                    Dest::F32(out) => convert_f32(points, step, *field, layout.big_endian, &mut out[start..end]),
+                    Dest::F64(out) => convert_f64(points, step, *field, layout.big_endian, &mut out[start..end]),
+                    Dest::U16(out) => convert_u16(points, step, *field, layout.big_endian, &mut out[start..end]),
+                    Dest::U32(out) => convert_u32(points, step, *field, layout.big_endian, &mut out[start..end]),
+                }
+            }
         }
     }
-    out
 }
 
-macro_rules! read_as {
-    ($layout:expr, $field:expr, $out:ty) => {{
-        let (l, f) = ($layout, $field);
-        let be = l.big_endian;
-        match f.datatype {
-            Datatype::I8 => for_each_point::<1, $out>(l, f.offset, |b| b[0] as i8 as $out),
-            Datatype::U8 => for_each_point::<1, $out>(l, f.offset, |b| b[0] as $out),
-            Datatype::I16 => for_each_point::<2, $out>(l, f.offset, |b| (if be { i16::from_be_bytes(b) } else { i16::from_le_bytes(b) }) as $out),
-            Datatype::U16 => for_each_point::<2, $out>(l, f.offset, |b| (if be { u16::from_be_bytes(b) } else { u16::from_le_bytes(b) }) as $out),
-            Datatype::I32 => for_each_point::<4, $out>(l, f.offset, |b| (if be { i32::from_be_bytes(b) } else { i32::from_le_bytes(b) }) as $out),
-            Datatype::U32 => for_each_point::<4, $out>(l, f.offset, |b| (if be { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) }) as $out),
-            Datatype::F32 => for_each_point::<4, $out>(l, f.offset, |b| (if be { f32::from_be_bytes(b) } else { f32::from_le_bytes(b) }) as $out),
-            Datatype::F64 => for_each_point::<8, $out>(l, f.offset, |b| (if be { f64::from_be_bytes(b) } else { f64::from_le_bytes(b) }) as $out),
+/// Writes field `offset` of every point in `points` (stride `step`) converted by `convert`.
+#[inline(always)]
+fn column<const SIZE: usize, T>(points: &[u8], step: usize, offset: usize, out: &mut [T], convert: impl Fn([u8; SIZE]) -> T) {
+    for (dst, point) in out.iter_mut().zip(points.chunks_exact(step)) {
+        let mut bytes = [0u8; SIZE];
+        bytes.copy_from_slice(&point[offset..offset + SIZE]);
+        *dst = convert(bytes);
+    }
+}
+
+macro_rules! converter {
+    ($name:ident, $out:ty) => {
+        fn $name(points: &[u8], step: usize, f: Located, be: bool, out: &mut [$out]) {
+            let o = f.offset;
+            match (f.datatype, be) {
+                (Datatype::I8, _) => column::<1, $out>(points, step, o, out, |b| b[0] as i8 as $out),
+                (Datatype::U8, _) => column::<1, $out>(points, step, o, out, |b| b[0] as $out),
+                (Datatype::I16, false) => column::<2, $out>(points, step, o, out, |b| i16::from_le_bytes(b) as $out),
+                (Datatype::I16, true) => column::<2, $out>(points, step, o, out, |b| i16::from_be_bytes(b) as $out),
+                (Datatype::U16, false) => column::<2, $out>(points, step, o, out, |b| u16::from_le_bytes(b) as $out),
+                (Datatype::U16, true) => column::<2, $out>(points, step, o, out, |b| u16::from_be_bytes(b) as $out),
+                (Datatype::I32, false) => column::<4, $out>(points, step, o, out, |b| i32::from_le_bytes(b) as $out),
+                (Datatype::I32, true) => column::<4, $out>(points, step, o, out, |b| i32::from_be_bytes(b) as $out),
+                (Datatype::U32, false) => column::<4, $out>(points, step, o, out, |b| u32::from_le_bytes(b) as $out),
+                (Datatype::U32, true) => column::<4, $out>(points, step, o, out, |b| u32::from_be_bytes(b) as $out),
+                (Datatype::F32, false) => column::<4, $out>(points, step, o, out, |b| f32::from_le_bytes(b) as $out),
+                (Datatype::F32, true) => column::<4, $out>(points, step, o, out, |b| f32::from_be_bytes(b) as $out),
+                (Datatype::F64, false) => column::<8, $out>(points, step, o, out, |b| f64::from_le_bytes(b) as $out),
+                (Datatype::F64, true) => column::<8, $out>(points, step, o, out, |b| f64::from_be_bytes(b) as $out),
+            }
         }
-    }};
+    };
 }
 
-fn read_f32(layout: &Layout, field: Located) -> Vec<f32> {
-    read_as!(layout, field, f32)
-}
-
-/// Read at double precision (times, integer ids) before any scaling.
-fn read_f32_f64(layout: &Layout, field: Located) -> Vec<f64> {
-    read_as!(layout, field, f64)
-}
-
-fn read_u32(layout: &Layout, field: Located) -> Vec<u32> {
-    read_as!(layout, field, u32)
-}
+converter!(convert_f32, f32);
+converter!(convert_f64, f64);
+converter!(convert_u16, u16);
+converter!(convert_u32, u32);
 
 /// Removes points with a non-finite coordinate from every column; returns how many were removed.
 fn drop_nonfinite(cloud: &mut PointCloud) -> usize {
     let n = cloud.x.len();
     let finite = |i: usize| cloud.x[i].is_finite() && cloud.y[i].is_finite() && cloud.z[i].is_finite();
-    if (0..n).all(finite) {
+    // v * 0 is 0 for finite v and NaN otherwise: a branch-free test the compiler vectorises
+    let all_finite = cloud.x.iter().zip(&cloud.y).zip(&cloud.z).fold(0.0f32, |acc, ((x, y), z)| acc + (x * 0.0 + y * 0.0 + z * 0.0)) == 0.0;
+    if all_finite {
+        cloud.source_index = None;
         return 0;
     }
     let keep: Vec<u32> = (0..n).filter(|&i| finite(i)).map(|i| i as u32).collect();

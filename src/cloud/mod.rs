@@ -10,7 +10,7 @@ mod decode;
 mod encode;
 pub mod pcd;
 
-pub use decode::{decode, decode_with, DecodeReport, FieldMapping};
+pub use decode::{decode, decode_into, decode_with, DecodeReport, FieldMapping};
 pub use encode::{encode_columns, encode_labelled, encode_velodyne, label_color, Column, ColumnData};
 
 use thiserror::Error;

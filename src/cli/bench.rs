@@ -1,0 +1,99 @@
+//! `kdseg bench ...`: run benchmark suites and render BENCHMARKS.md.
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use kdseg::bench::{self, BenchRecord};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Run a suite and store its record as JSON
+    Run(RunArgs),
+    /// Render every stored record into BENCHMARKS.md
+    Report {
+        /// Folder with the records (searched recursively for *.json)
+        #[arg(long, default_value = "benchmarks")]
+        results: PathBuf,
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Suite {
+    /// PointCloud2 decoding into structure-of-arrays
+    Decode,
+    /// rosbag2 MCAP reading
+    Bag,
+    /// every CPU suite
+    All,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    pub suite: Suite,
+    /// Folder the JSON records go to
+    #[arg(long, default_value_os_t = default_out())]
+    pub out: PathBuf,
+    /// Scratch folder for temporary files (bags)
+    #[arg(long, default_value_os_t = std::env::temp_dir())]
+    pub scratch: PathBuf,
+}
+
+fn default_out() -> PathBuf {
+    Path::new("benchmarks").join(bench::machine_slug())
+}
+
+fn save(record: &BenchRecord, out: &Path) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let path = out.join(format!("{}.json", record.suite));
+    std::fs::write(&path, serde_json::to_string_pretty(record)?).with_context(|| format!("writing {}", path.display()))?;
+    for m in &record.metrics {
+        let verdict = match m.meets_target {
+            Some(true) => format!("(target {}: met)", m.target.as_deref().unwrap_or("")),
+            Some(false) => format!("(target {}: NOT met)", m.target.as_deref().unwrap_or("")),
+            None => String::new(),
+        };
+        println!("{:<12} {:<48} {:>12.3} {:<6} {}", record.suite, m.name, m.value, m.unit, verdict);
+    }
+    println!("saved {}", path.display());
+    Ok(())
+}
+
+pub fn run(command: BenchCommand) -> Result<()> {
+    match command {
+        BenchCommand::Run(args) => {
+            let all = args.suite == Suite::All;
+            if all || args.suite == Suite::Decode {
+                save(&bench::decode_cloud(120_000, 500), &args.out)?;
+            }
+            if all || args.suite == Suite::Bag {
+                save(&bench::bag_read(&args.scratch, 150, 120_000)?, &args.out)?;
+            }
+            Ok(())
+        }
+        BenchCommand::Report { results, out } => {
+            let mut records = Vec::new();
+            collect(&results, &mut records)?;
+            anyhow::ensure!(!records.is_empty(), "no benchmark records under {}", results.display());
+            let text = bench::render_report(&records, "kdseg bench report");
+            std::fs::write(&out, text).with_context(|| format!("writing {}", out.display()))?;
+            println!("wrote {} ({} records)", out.display(), records.len());
+            Ok(())
+        }
+    }
+}
+
+fn collect(dir: &Path, records: &mut Vec<BenchRecord>) -> Result<()> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            collect(&path, records)?;
+        } else if path.extension().is_some_and(|e| e == "json") {
+            let text = std::fs::read_to_string(&path)?;
+            records.push(serde_json::from_str(&text).with_context(|| format!("{} is not a benchmark record", path.display()))?);
+        }
+    }
+    Ok(())
+}
