@@ -15,5 +15,7 @@ pub mod cloud;
 pub mod config;
 pub mod conversion;
 pub mod dataset;
+pub mod features;
 pub mod geometry;
 pub mod messages;
+pub mod model;

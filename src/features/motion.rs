@@ -1,0 +1,337 @@
+//! Motion ("residual") features: per-point height-extent differences between sub-maps of past scans,
+//! computed online as scans arrive, on the compute device.
+//!
+//! # The shared machinery
+//! Every buffered scan is re-expressed in the newest scan's LiDAR frame (float64 transforms, then
+//! float32 points, as MotionBEV does) and binned into a 360 (azimuth, 1°) × 480 (range, 0.125 m)
+//! polar BEV image over 0–60 m of **3-D** range and −4 < z < 2 m. A sub-map (a window of scans) gives
+//! a height-extent image Δz = |max z − min z| per cell (0 where empty) and an occlusion mask (per
+//! azimuth, the cells beyond the farthest non-zero Δz). Comparing two windows P (earlier) and L
+//! (later) gives, per cell:
+//! * "appeared" A(L, P) = Δz_L − Δz_P, zeroed where Δz_P > 0.2 Δz_L, Δz_L < 0.4 m, Δz_L > 4 m, or
+//!   the cell lies in P's occlusion mask;
+//! * "disappeared" D(P, L) = Δz_P − Δz_L with the symmetric conditions (L's occlusion mask).
+//!
+//! Values are therefore 0 or within about [0.32, 4] m.
+//!
+//! # Reference mode (MotionBEV's generator, bit-for-bit semantics)
+//! Windows W_prev(t) = scans t−7…t−4 and W_last(t) = t−3…t. At each step t the points of W_prev
+//! scans receive D(W_prev, W_last) and those of W_last receive A(W_last, W_prev), in the column equal
+//! to the scan's age t − k. Scan k's 8 columns are thus complete at t = k + 7: **its features come out
+//! when scan k + 7 arrives** ([`MotionFeatures::delay`] = 7). [`MotionFeatures::flush`] releases the
+//! last 7 scans at the end of a sequence with the columns they have.
+//!
+//! # Causal mode (kdseg's definition, for online use without delay)
+//! Features for scan t use only scans t−7…t and come out with scan t. With windows (in scan t's
+//! frame) W_a = t−3…t, W_b = t−7…t−4, W_c = t−1…t, W_d = t−3…t−2, W_e = t, W_f = t−1,
+//! W_g = t−7…t−6, the columns of scan t's points are
+//! `[A(W_a,W_b), A(W_c,W_d), A(W_e,W_f), A(W_c,W_g), D(W_b,W_a), D(W_d,W_c), D(W_f,W_e), D(W_g,W_c)]`:
+//! "something appeared here" and "something left here" at long (4-scan windows), short (2-scan),
+//! immediate (1-scan) and long-gap (2 vs 2 scans, 0.4–0.7 s apart) baselines. Column 0 equals the
+//! reference's column 0. Until 8 scans are buffered the missing windows are empty, which gates their
+//! columns to 0; outputs say whether the history was complete.
+
+use nalgebra::Matrix4;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use tch::{Device, Kind, Tensor};
+
+/// How motion features are defined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MotionMode {
+    /// MotionBEV's non-causal generator: features of scan k are ready when scan k+7 arrives.
+    Reference,
+    /// Features from scan k and the 7 before it, ready with scan k.
+    Causal,
+}
+
+impl std::str::FromStr for MotionMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "reference" => Ok(MotionMode::Reference),
+            "causal" => Ok(MotionMode::Causal),
+            other => Err(format!("unknown motion mode '{other}' (reference or causal)")),
+        }
+    }
+}
+
+impl std::fmt::Display for MotionMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(match self {
+            MotionMode::Reference => "reference",
+            MotionMode::Causal => "causal",
+        })
+    }
+}
+
+/// Scans per window in the reference generator (`num_prev_n`, `num_last_n`).
+const WINDOW: usize = 4;
+/// Scans the features of one scan depend on, and feature columns.
+pub const HISTORY: usize = 2 * WINDOW;
+pub const COLUMNS: i64 = HISTORY as i64;
+
+/// The residual BEV image: 360 azimuth rows × 480 range columns over 0–60 m, −4 < z < 2 m.
+const ROWS: i64 = 360;
+const COLS: i64 = 480;
+const CELLS: i64 = ROWS * COLS;
+const MAX_RANGE: f64 = 60.0;
+const MIN_Z: f64 = -4.0;
+const MAX_Z: f64 = 2.0;
+const MIN_EXTENT: f64 = 0.4;
+const MAX_EXTENT: f64 = 4.0;
+const RATIO: f64 = 0.2;
+
+/// One scan entering the feature generator.
+pub struct MotionScan {
+    /// Caller's identifier, returned with the features.
+    pub id: u64,
+    pub stamp_ns: i64,
+    /// Points in the scan's LiDAR frame, `[N, 3]` float64 on the compute device.
+    pub xyz: Tensor,
+    /// LiDAR pose in a fixed frame (homogeneous, float64).
+    pub pose: Matrix4<f64>,
+}
+
+/// Features of one scan.
+pub struct MotionOutput {
+    pub id: u64,
+    pub stamp_ns: i64,
+    /// `[N, 8]` float32 on the compute device, rows in the scan's point order.
+    pub residuals: Tensor,
+    /// Whether all 8 columns could be computed (false for the first and, in reference mode, last 7
+    /// scans of a sequence).
+    pub complete: bool,
+}
+
+struct Buffered {
+    scan: MotionScan,
+    /// Reference mode: the columns accumulated so far.
+    accumulated: Option<Tensor>,
+    /// Reference mode: residual steps this scan took part in.
+    steps: usize,
+}
+
+/// Where each buffered scan's points fall in the current frame's BEV image.
+struct Projection {
+    /// Per buffered scan: indices of its points inside the image volume and their cells.
+    valid: Vec<(Tensor, Tensor)>,
+    /// `[slots, CELLS]` max and min z per scan (−∞ / +∞ where empty).
+    zmax: Tensor,
+    zmin: Tensor,
+}
+
+/// A height-extent image with its occlusion mask.
+struct Extent {
+    dz: Tensor,
+    occluded: Tensor,
+}
+
+/// The online motion-feature generator.
+pub struct MotionFeatures {
+    mode: MotionMode,
+    device: Device,
+    buffer: VecDeque<Buffered>,
+}
+
+impl MotionFeatures {
+    pub fn new(mode: MotionMode, device: Device) -> Self {
+        MotionFeatures { mode, device, buffer: VecDeque::with_capacity(HISTORY) }
+    }
+
+    pub fn mode(&self) -> MotionMode {
+        self.mode
+    }
+
+    /// Scans between a scan's arrival and its features coming out.
+    pub fn delay(&self) -> usize {
+        match self.mode {
+            MotionMode::Reference => HISTORY - 1,
+            MotionMode::Causal => 0,
+        }
+    }
+
+    /// Scans currently held.
+    pub fn buffered(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// Forgets the history (after a jump back in time, or between sequences).
+    pub fn reset(&mut self) {
+        self.buffer.clear();
+    }
+
+    /// Adds the newest scan; returns the features that became ready (at most one).
+    pub fn push(&mut self, scan: MotionScan) -> Vec<MotionOutput> {
+        let _guard = tch::no_grad_guard();
+        match self.mode {
+            MotionMode::Causal => {
+                self.buffer.push_back(Buffered { scan, accumulated: None, steps: 0 });
+                if self.buffer.len() > HISTORY {
+                    self.buffer.pop_front();
+                }
+                vec![self.causal_step()]
+            }
+            MotionMode::Reference => {
+                let n = scan.xyz.size()[0];
+                let accumulated = Tensor::zeros([n, COLUMNS], (Kind::Float, self.device));
+                self.buffer.push_back(Buffered { scan, accumulated: Some(accumulated), steps: 0 });
+                if self.buffer.len() < HISTORY {
+                    return Vec::new();
+                }
+                self.reference_step();
+                self.buffer.pop_front().map(|b| reference_output(b)).into_iter().collect()
+            }
+        }
+    }
+
+    /// Releases every scan still held with the columns computed so far (reference mode); the
+    /// generator is empty afterwards.
+    pub fn flush(&mut self) -> Vec<MotionOutput> {
+        let flushed: Vec<MotionOutput> = match self.mode {
+            MotionMode::Reference => self.buffer.drain(..).map(reference_output).collect(),
+            MotionMode::Causal => Vec::new(),
+        };
+        self.buffer.clear();
+        flushed
+    }
+
+    /// Projects every buffered scan into the newest scan's frame.
+    fn project(&self) -> Projection {
+        let current = &self.buffer.back().expect("project on an empty buffer").scan;
+        let to_current = current.pose.try_inverse().unwrap_or_else(Matrix4::identity);
+        let slots = self.buffer.len() as i64;
+        let mut valid = Vec::with_capacity(self.buffer.len());
+        let mut indices = Vec::with_capacity(self.buffer.len());
+        let mut heights = Vec::with_capacity(self.buffer.len());
+        for (slot, b) in self.buffer.iter().enumerate() {
+            let transform = to_current * b.scan.pose;
+            let rotation: Vec<f64> = (0..3).flat_map(|r| (0..3).map(move |c| (r, c))).map(|(r, c)| transform[(c, r)]).collect();
+            let rotation_t = Tensor::from_slice(&rotation).view([3, 3]).to_device(self.device);
+            let translation = Tensor::from_slice(&[transform[(0, 3)], transform[(1, 3)], transform[(2, 3)]]).view([1, 3]).to_device(self.device);
+            let points = (b.scan.xyz.matmul(&rotation_t) + translation).to_kind(Kind::Float);
+            let (inside, cells, z) = polar_cells(&points);
+            indices.push(&cells + slot as i64 * CELLS);
+            heights.push(z);
+            valid.push((inside, cells));
+        }
+        let index = Tensor::cat(&indices, 0);
+        let z = Tensor::cat(&heights, 0);
+        let zmax = Tensor::full([slots * CELLS], f64::NEG_INFINITY, (Kind::Float, self.device)).internal_scatter_reduce(0, &index, &z, "amax", true);
+        let zmin = Tensor::full([slots * CELLS], f64::INFINITY, (Kind::Float, self.device)).internal_scatter_reduce(0, &index, &z, "amin", true);
+        Projection { valid, zmax: zmax.view([slots, CELLS]), zmin: zmin.view([slots, CELLS]) }
+    }
+
+    /// Height extent of the window made of buffer slots `slots` (empty windows give all-zero Δz).
+    fn extent(&self, projection: &Projection, slots: &[i64]) -> Extent {
+        if slots.is_empty() {
+            let dz = Tensor::zeros([CELLS], (Kind::Float, self.device));
+            return Extent { occluded: occlusion(&dz), dz };
+        }
+        let index = Tensor::from_slice(slots).to_device(self.device);
+        let zmax = projection.zmax.index_select(0, &index).amax(0, false);
+        let zmin = projection.zmin.index_select(0, &index).amin(0, false);
+        let occupied = zmax.isfinite();
+        let dz = (zmax - zmin).abs().where_self(&occupied, &Tensor::zeros([], (Kind::Float, self.device)));
+        Extent { occluded: occlusion(&dz), dz }
+    }
+
+    /// One step of MotionBEV's generator at the newest scan (buffer holds exactly 8 scans).
+    fn reference_step(&mut self) {
+        let projection = self.project();
+        let prev = self.extent(&projection, &[0, 1, 2, 3]);
+        let last = self.extent(&projection, &[4, 5, 6, 7]);
+        let disappeared = gated_difference(&prev, &last);
+        let appeared = gated_difference(&last, &prev);
+        let newest = self.buffer.len() - 1;
+        for (slot, b) in self.buffer.iter_mut().enumerate() {
+            let age = (newest - slot) as i64;
+            let image = if slot < WINDOW { &disappeared } else { &appeared };
+            let (inside, cells) = &projection.valid[slot];
+            if let Some(acc) = b.accumulated.as_mut() {
+                let values = image.index_select(0, cells);
+                let mut column = acc.select(1, age);
+                let _ = column.index_put_(&[Some(inside)], &values, true);
+            }
+            b.steps += 1;
+        }
+    }
+
+    /// Causal features of the newest scan.
+    fn causal_step(&self) -> MotionOutput {
+        let projection = self.project();
+        let newest = self.buffer.len() as i64 - 1;
+        // buffer slots of the scans t-a..=t-b that exist
+        let window = |from_age: i64, to_age: i64| -> Vec<i64> { (to_age..=from_age).rev().map(|age| newest - age).filter(|&s| s >= 0).collect() };
+        let (wa, wb, wc, wd) = (window(3, 0), window(7, 4), window(1, 0), window(3, 2));
+        let (we, wf, wg) = (window(0, 0), window(1, 1), window(7, 6));
+        let [ea, eb, ec, ed, ee, ef, eg] = [&wa, &wb, &wc, &wd, &we, &wf, &wg].map(|w| self.extent(&projection, w));
+        let images = [
+            gated_difference(&ea, &eb),
+            gated_difference(&ec, &ed),
+            gated_difference(&ee, &ef),
+            gated_difference(&ec, &eg),
+            gated_difference(&eb, &ea),
+            gated_difference(&ed, &ec),
+            gated_difference(&ef, &ee),
+            gated_difference(&eg, &ec),
+        ];
+        let current = &self.buffer[newest as usize].scan;
+        let n = current.xyz.size()[0];
+        let (inside, cells) = &projection.valid[newest as usize];
+        let sampled = Tensor::stack(&images.iter().map(|image| image.index_select(0, cells)).collect::<Vec<_>>(), 1);
+        let mut residuals = Tensor::zeros([n, COLUMNS], (Kind::Float, self.device));
+        let _ = residuals.index_put_(&[Some(inside)], &sampled, false);
+        MotionOutput { id: current.id, stamp_ns: current.stamp_ns, residuals, complete: self.buffer.len() == HISTORY }
+    }
+}
+
+fn reference_output(b: Buffered) -> MotionOutput {
+    let n = b.scan.xyz.size()[0];
+    let device = b.scan.xyz.device();
+    MotionOutput {
+        id: b.scan.id,
+        stamp_ns: b.scan.stamp_ns,
+        residuals: b.accumulated.unwrap_or_else(|| Tensor::zeros([n, COLUMNS], (Kind::Float, device))),
+        complete: b.steps == HISTORY,
+    }
+}
+
+/// Image cells of points `[N, 3]` (float32, current frame): the indices of the points inside the
+/// volume, their cells (row-major azimuth × range) and their z.
+fn polar_cells(points: &Tensor) -> (Tensor, Tensor, Tensor) {
+    let x = points.select(1, 0);
+    let y = points.select(1, 1);
+    let z = points.select(1, 2);
+    // 3-D range, summed in the order numpy's norm uses for three elements
+    // (square root through float64 for a correctly rounded float32 result, as numpy computes it)
+    let rho = (&x * &x + &y * &y + &z * &z).to_kind(Kind::Double).sqrt().to_kind(Kind::Float);
+    let yaw = y.atan2(&x);
+    let inside = rho.gt(0.0).logical_and(&rho.lt(MAX_RANGE)).logical_and(&z.lt(MAX_Z)).logical_and(&z.gt(MIN_Z));
+    let index = inside.nonzero().squeeze_dim(1);
+    let rho = rho.index_select(0, &index);
+    let yaw = yaw.index_select(0, &index);
+    // float32 bin arithmetic as the reference: floor((1 − ρ/60)·480), floor(0.5·(yaw/π + 1)·360)
+    let col = ((-(rho / MAX_RANGE) + 1.0) * COLS as f64).floor().clamp(0.0, (COLS - 1) as f64).to_kind(Kind::Int64);
+    let row = (((yaw / std::f64::consts::PI) + 1.0) * 0.5 * ROWS as f64).floor().clamp(0.0, (ROWS - 1) as f64).to_kind(Kind::Int64);
+    let cells = row * COLS + col;
+    let z = z.index_select(0, &index);
+    (index, cells, z)
+}
+
+/// Per azimuth row, cells from the far end inwards up to the first non-zero extent.
+fn occlusion(dz: &Tensor) -> Tensor {
+    dz.view([ROWS, COLS]).ne(0.0).cumsum(1, Kind::Int64).eq(0).view([CELLS])
+}
+
+/// `a − b`, zeroed where `b > 0.2 a`, `a < 0.4`, `a > 4` or the cell is hidden in `b`'s image.
+fn gated_difference(a: &Extent, b: &Extent) -> Tensor {
+    let zero = Tensor::zeros([], (Kind::Float, a.dz.device()));
+    let rejected = (&a.dz * RATIO)
+        .lt_tensor(&b.dz)
+        .logical_or(&a.dz.lt(MIN_EXTENT))
+        .logical_or(&a.dz.gt(MAX_EXTENT))
+        .logical_or(&b.occluded);
+    (&a.dz - &b.dz).where_self(&rejected.logical_not(), &zero)
+}

@@ -1,0 +1,252 @@
+//! The polar-BEV moving-object segmentation network of MotionBEV and KDMOS, as `tch` modules whose
+//! parameter names are the reference `state_dict` keys.
+//!
+//! Points → PointNet (`pt_model_in`, 9 → 32 → 64 → 128 → 256) → max-pool per BEV cell →
+//! `fea_compression` (256 → 32) → appearance image `[B, 32, 480, 360]`; the 8 motion columns are
+//! max-pooled per cell into a motion image `[B, 8, 480, 360]`. A two-branch U-Net with ring
+//! convolutions and four co-attention gates (`BEV_model.network`) outputs `[B, classes × 32, 480, 360]`,
+//! read as voxel logits `[B, classes, 480, 360, 32]`; each point takes its voxel's logits.
+//!
+//! Variants: KDMOS (DySample up-samplers, 4 classes) and MotionBEV (transposed-convolution
+//! up-samplers, 2 classes). A `width` other than 32 scales every channel count (used for the
+//! teacher); checkpoints of the reference have width 32.
+
+pub mod checkpoint;
+pub mod layers;
+
+use crate::features::polar::{PolarGrid, APPEARANCE_COLUMNS};
+use layers::{BatchNorm, CoAttentionGate, Conv2d, Down, InConv, Linear, Up};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use tch::nn::{self, Path as VarPath};
+use tch::{Device, Kind, Tensor};
+
+pub use checkpoint::CheckpointError;
+
+/// Which up-sampler the decoder uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Variant {
+    /// DySample up-samplers (KDMOS).
+    Kdmos,
+    /// ConvTranspose2d up-samplers (MotionBEV).
+    MotionBev,
+}
+
+/// Shape of a network.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetConfig {
+    pub variant: Variant,
+    /// Output classes (4 for KDMOS: unlabelled, static, movable, moving; 2 for MotionBEV).
+    pub classes: i64,
+    /// Base channel width of the appearance branch (32 in the reference).
+    pub width: i64,
+    /// Motion feature columns.
+    pub motion_channels: i64,
+    /// Dropout / DropBlock probability in training.
+    pub dropout: f64,
+}
+
+impl NetConfig {
+    pub const KDMOS: NetConfig = NetConfig { variant: Variant::Kdmos, classes: 4, width: 32, motion_channels: 8, dropout: 0.5 };
+    pub const MOTIONBEV: NetConfig = NetConfig { variant: Variant::MotionBev, classes: 2, width: 32, motion_channels: 8, dropout: 0.5 };
+}
+
+/// A batch of scans as the network takes it. Points of all scans are concatenated.
+pub struct BevInput<'a> {
+    /// `[N, 9 + motion_channels]` float: appearance features then motion columns.
+    pub features: &'a Tensor,
+    /// `[N, 3]` int64 grid indices (ρ, φ, z).
+    pub grid: &'a Tensor,
+    /// `[N]` int64 scan index within the batch.
+    pub batch: &'a Tensor,
+    pub batch_size: i64,
+}
+
+/// PointNet `PPmodel_in`.
+struct PointNet {
+    bn1: BatchNorm,
+    layers: Vec<(Linear, BatchNorm)>,
+    out: Linear,
+}
+
+impl PointNet {
+    fn new(p: &VarPath, in_dim: i64, init: i64) -> Self {
+        let dims = [in_dim, init, init * 2, init * 4];
+        let layers = (0..3)
+            .map(|i| {
+                let q = p / format!("layer{}", i + 1);
+                (Linear::new(&(&q / "0"), dims[i], dims[i + 1]), BatchNorm::new(&(&q / "1"), dims[i + 1]))
+            })
+            .collect();
+        PointNet { bn1: BatchNorm::new(&(p / "bn1"), in_dim), layers, out: Linear::new(&(p / "out"), init * 4, init * 8) }
+    }
+
+    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        let mut h = self.bn1.forward(x, train);
+        for (linear, bn) in &self.layers {
+            h = bn.forward(&linear.forward(&h), train).relu();
+        }
+        self.out.forward(&h)
+    }
+}
+
+/// `BEV_model.network`: the two-branch U-Net.
+struct Unet {
+    inc: InConv,
+    down: [Down; 4],
+    res_inc: InConv,
+    res_down: [Down; 3],
+    gates: [CoAttentionGate; 4],
+    up: [Up; 4],
+    outc: Conv2d,
+    dropout: f64,
+}
+
+impl Unet {
+    fn new(p: &VarPath, config: &NetConfig, in_ch: i64, heights: i64) -> Self {
+        let w = config.width;
+        let dys = config.variant == Variant::Kdmos;
+        let drop = config.dropout;
+        Unet {
+            inc: InConv::new(&(p / "inc"), in_ch, w),
+            down: [
+                Down::new(&(p / "down1"), w, 2 * w),
+                Down::new(&(p / "down2"), 2 * w, 4 * w),
+                Down::new(&(p / "down3"), 4 * w, 8 * w),
+                Down::new(&(p / "down4"), 8 * w, 8 * w),
+            ],
+            res_inc: InConv::new(&(p / "res_inc"), config.motion_channels, w / 2),
+            res_down: [Down::new(&(p / "res_down1"), w / 2, w), Down::new(&(p / "res_down2"), w, 2 * w), Down::new(&(p / "res_down3"), 2 * w, 4 * w)],
+            gates: [
+                CoAttentionGate::new(&(p / "CGM0"), w, w / 2),
+                CoAttentionGate::new(&(p / "CGM1"), 2 * w, w),
+                CoAttentionGate::new(&(p / "CGM2"), 4 * w, 2 * w),
+                CoAttentionGate::new(&(p / "CGM3"), 8 * w, 4 * w),
+            ],
+            up: [
+                Up::new(&(p / "up3"), 16 * w, 4 * w, dys, drop),
+                Up::new(&(p / "up2"), 8 * w, 2 * w, dys, drop),
+                Up::new(&(p / "up1"), 4 * w, w, dys, drop),
+                Up::new(&(p / "up0"), 2 * w, w, dys, drop),
+            ],
+            outc: Conv2d::new(&(p / "outc" / "conv"), w, config.classes * heights, 1, [0, 0], true),
+            dropout: drop,
+        }
+    }
+
+    fn forward(&self, appearance: &Tensor, motion: &Tensor, train: bool) -> Tensor {
+        let m0 = self.res_inc.forward(motion, train);
+        let m1 = self.res_down[0].forward(&m0, train);
+        let m2 = self.res_down[1].forward(&m1, train);
+        let m3 = self.res_down[2].forward(&m2, train);
+        let c0 = self.gates[0].forward(&self.inc.forward(appearance, train), &m0, train);
+        let c1 = self.gates[1].forward(&self.down[0].forward(&c0, train), &m1, train);
+        let c2 = self.gates[2].forward(&self.down[1].forward(&c1, train), &m2, train);
+        let c3 = self.gates[3].forward(&self.down[2].forward(&c2, train), &m3, train);
+        let c4 = self.down[3].forward(&c3, train);
+        let x = self.up[0].forward(&c4, &c3, train);
+        let x = self.up[1].forward(&x, &c2, train);
+        let x = self.up[2].forward(&x, &c1, train);
+        let x = self.up[3].forward(&x, &c0, train);
+        self.outc.forward(&x.dropout(self.dropout, train))
+    }
+}
+
+/// The whole network (`ptBEVnet`) with its parameters.
+pub struct PolarBevNet {
+    pub vs: nn::VarStore,
+    pub config: NetConfig,
+    pub grid: PolarGrid,
+    point_net: PointNet,
+    fea_compression: Linear,
+    unet: Unet,
+}
+
+impl PolarBevNet {
+    /// A freshly initialised network (PyTorch's default initialisation).
+    pub fn new(config: NetConfig, device: Device) -> Self {
+        let vs = nn::VarStore::new(device);
+        let grid = PolarGrid::default();
+        let root = vs.root();
+        let point_width = 32;
+        let compressed = 32;
+        let point_net = PointNet::new(&(&root / "pt_model_in"), APPEARANCE_COLUMNS, point_width);
+        let fea_compression = Linear::new(&(&root / "fea_compression" / "0"), point_width * 8, compressed);
+        let unet = Unet::new(&(&root / "BEV_model" / "network"), &config, compressed, grid.size[2]);
+        PolarBevNet { vs, config, grid, point_net, fea_compression, unet }
+    }
+
+    /// A network built from a checkpoint (`.pt` from `torch.save(state_dict)`, or `.safetensors`):
+    /// variant, class count and width are read from the tensors, which must then match exactly.
+    pub fn from_checkpoint(path: &Path, device: Device) -> Result<Self, CheckpointError> {
+        let tensors = checkpoint::read(path)?;
+        let config = checkpoint::infer_config(path, &tensors)?;
+        let mut net = PolarBevNet::new(config, device);
+        checkpoint::load_strict(&mut net.vs, path, tensors)?;
+        Ok(net)
+    }
+
+    /// Writes the parameters as safetensors, atomically (temporary file, then rename).
+    pub fn save(&self, path: &Path) -> Result<(), CheckpointError> {
+        checkpoint::save_atomic(&self.vs, path)
+    }
+
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    pub fn parameter_count(&self) -> i64 {
+        self.vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
+    }
+
+    /// BEV logits `[B, classes × 32, 480, 360]` (class fastest within each height).
+    pub fn forward(&self, input: &BevInput, train: bool) -> Tensor {
+        let (h, w) = (self.grid.size[0], self.grid.size[1]);
+        let device = input.features.device();
+        let kind = input.features.kind();
+        let cell = input.batch * (h * w) + input.grid.select(1, 0) * w + input.grid.select(1, 1);
+        let (cells, inverse, _) = cell.internal_unique2(true, true, false);
+        let n_cells = cells.size()[0];
+        let appearance = input.features.narrow(1, 0, APPEARANCE_COLUMNS);
+        let motion = input.features.narrow(1, APPEARANCE_COLUMNS, self.config.motion_channels);
+        let point_features = self.point_net.forward(&appearance, train);
+        let pooled = scatter_max(&point_features, &inverse, n_cells);
+        let compressed = self.fea_compression.forward(&pooled).relu();
+        let cells_total = input.batch_size * h * w;
+        let image = |values: &Tensor| {
+            let c = values.size()[1];
+            Tensor::zeros([cells_total, c], (kind, device))
+                .index_put(&[Some(&cells)], values, false)
+                .view([input.batch_size, h, w, c])
+                .permute([0, 3, 1, 2])
+                .contiguous()
+        };
+        let appearance_image = image(&compressed);
+        let motion_image = image(&scatter_max(&motion, &inverse, n_cells));
+        self.unet.forward(&appearance_image, &motion_image, train)
+    }
+
+    /// Per-point logits `[N, classes]` gathered from BEV logits at each point's voxel.
+    pub fn point_logits(&self, bev: &Tensor, input: &BevInput) -> Tensor {
+        let (h, w, z) = (self.grid.size[0], self.grid.size[1], self.grid.size[2]);
+        let classes = self.config.classes;
+        let base = ((input.batch * (classes * z) + input.grid.select(1, 2) * classes) * h + input.grid.select(1, 0)) * w + input.grid.select(1, 1);
+        let offsets = Tensor::arange(classes, (Kind::Int64, base.device())) * (h * w);
+        let index = base.unsqueeze(1) + offsets.unsqueeze(0);
+        bev.reshape([-1]).index_select(0, &index.view([-1])).view([-1, classes])
+    }
+
+    /// Voxel logits `[B, classes, 480, 360, 32]` (the reference model's output).
+    pub fn voxel_logits(&self, bev: &Tensor) -> Tensor {
+        let (b, h, w) = (bev.size()[0], self.grid.size[0], self.grid.size[1]);
+        bev.view([b, self.grid.size[2], self.config.classes, h, w]).permute([0, 2, 3, 4, 1])
+    }
+}
+
+/// Per-cell maximum of `values [N, C]` over the points of each cell (`cell_of [N]` in 0..cells).
+fn scatter_max(values: &Tensor, cell_of: &Tensor, cells: i64) -> Tensor {
+    let c = values.size()[1];
+    Tensor::zeros([cells, c], (values.kind(), values.device())).index_reduce(0, cell_of, values, "amax", false)
+}
