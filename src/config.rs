@@ -4,6 +4,8 @@
 
 use crate::cloud::FieldMapping;
 use crate::geometry::PoseBufferConfig;
+use crate::mos::EngineConfig;
+use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use thiserror::Error;
@@ -112,6 +114,64 @@ impl Default for LimitsConfig {
     }
 }
 
+/// Topics the segmentation results are written to (bag replay) or published on (the node, where
+/// they live in its private namespace: `~/labelled_points` is `/kdseg/labelled_points`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    pub labelled_points: String,
+    pub moving_points: String,
+    pub static_points: String,
+    pub point_labels: String,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig {
+            labelled_points: "/kdseg/labelled_points".into(),
+            moving_points: "/kdseg/moving_points".into(),
+            static_points: "/kdseg/static_points".into(),
+            point_labels: "/kdseg/point_labels".into(),
+        }
+    }
+}
+
+/// Train/valid/test sequences of a SemanticKITTI-layout dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SplitConfig {
+    pub train: Vec<String>,
+    pub valid: Vec<String>,
+    pub test: Vec<String>,
+}
+
+impl Default for SplitConfig {
+    /// SemanticKITTI-MOS: train 00–07, 09, 10; valid 08; test 11–21.
+    fn default() -> Self {
+        let ids = |r: &[u32]| r.iter().map(|i| format!("{i:02}")).collect();
+        SplitConfig { train: ids(&[0, 1, 2, 3, 4, 5, 6, 7, 9, 10]), valid: ids(&[8]), test: ids(&(11..=21).collect::<Vec<_>>()) }
+    }
+}
+
+impl SplitConfig {
+    pub fn get(&self, name: &str) -> Option<&[String]> {
+        match name {
+            "train" => Some(&self.train),
+            "valid" => Some(&self.valid),
+            "test" => Some(&self.test),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatasetConfig {
+    /// Dataset root (the folder with `sequences/`).
+    pub root: Option<PathBuf>,
+    pub splits: SplitConfig,
+}
+
 /// The whole configuration. Every section has defaults, so a file only lists what it changes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -122,6 +182,10 @@ pub struct Config {
     pub frames: FrameConfig,
     pub pose: PoseConfig,
     pub limits: LimitsConfig,
+    /// The moving-object segmentation engine (weights, device, precision, motion features).
+    pub mos: EngineConfig,
+    pub outputs: OutputConfig,
+    pub dataset: DatasetConfig,
 }
 
 impl Config {
@@ -172,6 +236,19 @@ impl Config {
         }
         if self.cloud.max_points == 0 {
             return Err(invalid("cloud.max_points", "must be positive"));
+        }
+        if !(self.mos.intensity_scale.is_finite() && self.mos.intensity_scale > 0.0) {
+            return Err(invalid("mos.intensity_scale", format!("{} must be a positive number", self.mos.intensity_scale)));
+        }
+        for (name, topic) in [
+            ("outputs.labelled_points", &self.outputs.labelled_points),
+            ("outputs.moving_points", &self.outputs.moving_points),
+            ("outputs.static_points", &self.outputs.static_points),
+            ("outputs.point_labels", &self.outputs.point_labels),
+        ] {
+            if topic.is_empty() || topic.contains(char::is_whitespace) {
+                return Err(invalid(name, format!("'{topic}' is not a topic name")));
+            }
         }
         if self.limits.max_message_bytes < 1024 {
             return Err(invalid("limits.max_message_bytes", format!("{} is too small to hold any cloud", self.limits.max_message_bytes)));

@@ -21,6 +21,15 @@ enum Command {
     /// Benchmarks: run a suite (results to benchmarks/), or render BENCHMARKS.md
     #[command(subcommand)]
     Bench(cli::bench::BenchCommand),
+    /// Segment SemanticKITTI sequences: predictions/*.label (0, 9, 250, 251 per point)
+    Infer(cli::mos::InferArgs),
+    /// Segment every scan of a bag, in order; write inputs and labelled clouds to a new bag
+    Replay(cli::mos::ReplayArgs),
+    /// Moving IoU of predictions, exactly as semantic-kitti-api's evaluate_mos.py
+    Eval(cli::mos::EvalArgs),
+    /// Power-user MOS commands: one network forward, motion features of a sequence
+    #[command(subcommand)]
+    Mos(cli::mos::MosCommand),
 }
 
 fn main() {
@@ -37,5 +46,9 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Bag(command) => cli::bag::run(command),
         Command::Bench(command) => cli::bench::run(command),
+        Command::Infer(args) => cli::mos::infer(args),
+        Command::Replay(args) => cli::mos::run_replay(args),
+        Command::Eval(args) => cli::mos::eval(args),
+        Command::Mos(command) => cli::mos::run_mos(command),
     }
 }

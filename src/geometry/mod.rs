@@ -2,9 +2,11 @@
 //! time-indexed pose buffer with interpolation, and a small TF tree.
 
 mod pose_buffer;
+mod pose_tracker;
 mod tf_tree;
 
 pub use pose_buffer::{LookupError, PoseBuffer, PoseBufferConfig, PoseInsert};
+pub use pose_tracker::{PoseError, PoseTracker};
 pub use tf_tree::{TfError, TfTree};
 
 use crate::messages;

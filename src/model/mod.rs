@@ -248,5 +248,6 @@ impl PolarBevNet {
 /// Per-cell maximum of `values [N, C]` over the points of each cell (`cell_of [N]` in 0..cells).
 fn scatter_max(values: &Tensor, cell_of: &Tensor, cells: i64) -> Tensor {
     let c = values.size()[1];
-    Tensor::zeros([cells, c], (values.kind(), values.device())).index_reduce(0, cell_of, values, "amax", false)
+    let index = cell_of.unsqueeze(1).expand([-1, c], false);
+    Tensor::zeros([cells, c], (values.kind(), values.device())).internal_scatter_reduce(0, &index, values, "amax", false)
 }

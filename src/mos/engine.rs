@@ -1,0 +1,320 @@
+//! The online MOS pipeline: scan + pose → motion features → appearance features → network →
+//! per-point labels, everything after the upload on the compute device.
+//!
+//! In causal mode every scan's labels come back from [`MosEngine::process`] with that scan. In
+//! reference mode (MotionBEV's motion features) a scan's labels come back 7 scans later; the result
+//! carries the id and stamp of the scan it belongs to, and [`MosEngine::flush`] releases the last ones
+//! at the end of a sequence.
+
+use super::{inverse_label, moving_class, DeviceChoice, Precision, LABEL_MOVING, LABEL_STATIC, LABEL_UNKNOWN};
+use crate::cloud::PointCloud;
+use crate::features::{MotionFeatures, MotionMode, MotionScan, PolarGrid};
+use crate::model::{BevInput, CheckpointError, PolarBevNet, Variant};
+use nalgebra::Matrix4;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("device: {0}")]
+    Device(String),
+    #[error("libtorch failed on scan {id}: {message}")]
+    Torch { id: u64, message: String },
+    #[error("{0}")]
+    Input(String),
+}
+
+/// What the engine runs and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Network weights (`.safetensors`, or a PyTorch `state_dict` `.pt`).
+    pub weights: PathBuf,
+    pub device: DeviceChoice,
+    pub precision: Precision,
+    /// Motion features: `causal` (labels with each scan) or `reference` (MotionBEV's, 7 scans late).
+    pub motion: MotionMode,
+    /// Multiplies the cloud's intensity to give KITTI-style remission in [0, 1] (1/255 for drivers
+    /// that publish 0–255).
+    pub intensity_scale: f32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            weights: PathBuf::from("weights/kdmos_sim.safetensors"),
+            device: DeviceChoice::Auto,
+            precision: Precision::Fp32,
+            motion: MotionMode::Causal,
+            intensity_scale: 1.0,
+        }
+    }
+}
+
+/// One scan for the engine.
+pub struct ScanInput<'a> {
+    pub id: u64,
+    pub stamp_ns: i64,
+    pub cloud: &'a PointCloud,
+    /// LiDAR pose in a fixed frame.
+    pub pose: Matrix4<f64>,
+}
+
+/// Milliseconds spent per stage of the scan whose labels these are (stages synchronise the device
+/// only when profiling is on; otherwise only `total_ms` is meaningful on a GPU).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct StageTimings {
+    pub upload_ms: f64,
+    pub motion_ms: f64,
+    pub features_ms: f64,
+    pub network_ms: f64,
+    pub labels_ms: f64,
+    pub total_ms: f64,
+}
+
+/// Labels of one scan, in its point order.
+#[derive(Debug, Clone)]
+pub struct ScanResult {
+    pub id: u64,
+    pub stamp_ns: i64,
+    /// Network class per point (argmax).
+    pub classes: Vec<u8>,
+    /// Raw SemanticKITTI ids of the classes (KDMOS: 0, 9, 250, 251).
+    pub labels: Vec<u32>,
+    /// Probability that the point moves.
+    pub moving_probability: Vec<f32>,
+    /// Whether the motion history was complete for this scan.
+    pub complete: bool,
+    pub timings: StageTimings,
+}
+
+impl ScanResult {
+    /// Moving/static labels for publishing: 251 moving, 9 static (movable-but-parked included), 0
+    /// for every point while the history is too short.
+    pub fn mos_labels(&self, variant: Variant) -> Vec<u32> {
+        if !self.complete {
+            return vec![LABEL_UNKNOWN; self.classes.len()];
+        }
+        let moving = moving_class(variant) as u8;
+        self.classes.iter().map(|&c| if c == moving { LABEL_MOVING } else { LABEL_STATIC }).collect()
+    }
+}
+
+struct PendingScan {
+    id: u64,
+    stamp_ns: i64,
+    points: Tensor,
+    timings: StageTimings,
+}
+
+/// The MOS engine: owns the network and the motion history.
+pub struct MosEngine {
+    net: PolarBevNet,
+    motion: MotionFeatures,
+    grid: PolarGrid,
+    device: Device,
+    precision: Precision,
+    intensity_scale: f32,
+    pending: VecDeque<PendingScan>,
+    profile: bool,
+}
+
+impl MosEngine {
+    pub fn new(config: &EngineConfig) -> Result<Self, EngineError> {
+        let device = config.device.resolve().map_err(EngineError::Device)?;
+        let mut net = PolarBevNet::from_checkpoint(&config.weights, device)?;
+        match config.precision {
+            Precision::Fp32 => {}
+            Precision::Bf16 => net.vs.bfloat16(),
+            Precision::Fp16 => net.vs.half(),
+        }
+        if config.precision != Precision::Fp32 && device == Device::Cpu {
+            log::warn!("{} on the CPU is slow and meant for GPUs", config.precision);
+        }
+        Ok(Self::with_network(net, config.motion, config.precision, config.intensity_scale))
+    }
+
+    /// An engine around an already built network (training validation, tests).
+    pub fn with_network(net: PolarBevNet, motion: MotionMode, precision: Precision, intensity_scale: f32) -> Self {
+        let device = net.device();
+        MosEngine {
+            grid: net.grid,
+            motion: MotionFeatures::new(motion, device),
+            net,
+            device,
+            precision,
+            intensity_scale,
+            pending: VecDeque::new(),
+            profile: false,
+        }
+    }
+
+    pub fn network(&self) -> &PolarBevNet {
+        &self.net
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    pub fn motion_mode(&self) -> MotionMode {
+        self.motion.mode()
+    }
+
+    /// Scans between a scan's arrival and its labels.
+    pub fn delay(&self) -> usize {
+        self.motion.delay()
+    }
+
+    /// Synchronise the device between stages so that [`StageTimings`] are per stage (benchmarks).
+    pub fn set_profiling(&mut self, on: bool) {
+        self.profile = on;
+    }
+
+    /// Forgets the motion history (time jumped back, or a new sequence starts).
+    pub fn reset(&mut self) {
+        self.motion.reset();
+        self.pending.clear();
+    }
+
+    fn sync(&self) {
+        if self.profile {
+            if let Device::Cuda(i) = self.device {
+                tch::Cuda::synchronize(i as i64);
+            }
+        }
+    }
+
+    /// Adds a scan; returns the labels that became ready (this scan's in causal mode).
+    pub fn process(&mut self, input: ScanInput) -> Result<Vec<ScanResult>, EngineError> {
+        let id = input.id;
+        guarded(id, || self.process_inner(input))
+    }
+
+    /// Releases the scans still waiting for their motion features (reference mode).
+    pub fn flush(&mut self) -> Result<Vec<ScanResult>, EngineError> {
+        guarded(u64::MAX, || {
+            let outputs = self.motion.flush();
+            let mut results = Vec::new();
+            for output in outputs {
+                if let Some(scan) = self.take_pending(output.id) {
+                    results.push(self.label(scan, &output.residuals, output.complete));
+                }
+            }
+            Ok(results)
+        })
+    }
+
+    fn take_pending(&mut self, id: u64) -> Option<PendingScan> {
+        let pos = self.pending.iter().position(|p| p.id == id)?;
+        self.pending.remove(pos)
+    }
+
+    fn process_inner(&mut self, input: ScanInput) -> Result<Vec<ScanResult>, EngineError> {
+        let _guard = tch::no_grad_guard();
+        let start = Instant::now();
+        let cloud = input.cloud;
+        let n = cloud.len();
+        let mut host = Vec::with_capacity(n * 4);
+        for i in 0..n {
+            host.extend_from_slice(&[cloud.x[i], cloud.y[i], cloud.z[i], cloud.intensity[i] * self.intensity_scale]);
+        }
+        let points = Tensor::from_slice(&host).view([n as i64, 4]).to_device(self.device);
+        self.sync();
+        let mut timings = StageTimings { upload_ms: ms(start), ..Default::default() };
+        let t = Instant::now();
+        let xyz = points.narrow(1, 0, 3).to_kind(Kind::Double);
+        let outputs = self.motion.push(MotionScan { id: input.id, stamp_ns: input.stamp_ns, xyz, pose: input.pose });
+        self.sync();
+        timings.motion_ms = ms(t);
+        self.pending.push_back(PendingScan { id: input.id, stamp_ns: input.stamp_ns, points, timings });
+        let mut results = Vec::with_capacity(outputs.len());
+        for output in outputs {
+            match self.take_pending(output.id) {
+                Some(scan) => results.push(self.label(scan, &output.residuals, output.complete)),
+                None => return Err(EngineError::Input(format!("motion features for unknown scan {}", output.id))),
+            }
+        }
+        if let Some(last) = results.last_mut() {
+            last.timings.total_ms = ms(start);
+        }
+        Ok(results)
+    }
+
+    /// Features → network → labels for one scan whose motion features are known.
+    fn label(&self, scan: PendingScan, residuals: &Tensor, complete: bool) -> ScanResult {
+        let mut timings = scan.timings;
+        let n = scan.points.size()[0];
+        let variant = self.net.config.variant;
+        if n == 0 {
+            return ScanResult { id: scan.id, stamp_ns: scan.stamp_ns, classes: vec![], labels: vec![], moving_probability: vec![], complete, timings };
+        }
+        let t = Instant::now();
+        let (appearance, grid) = self.grid.point_features(&scan.points.narrow(1, 0, 3), &scan.points.select(1, 3));
+        let features = Tensor::cat(&[appearance, residuals.shallow_clone()], 1).to_kind(self.precision.kind());
+        let batch = Tensor::zeros([n], (Kind::Int64, self.device));
+        self.sync();
+        timings.features_ms = ms(t);
+        let t = Instant::now();
+        let input = BevInput { features: &features, grid: &grid, batch: &batch, batch_size: 1 };
+        let bev = self.net.forward(&input, false);
+        let logits = self.net.point_logits(&bev, &input).to_kind(Kind::Float);
+        self.sync();
+        timings.network_ms = ms(t);
+        let t = Instant::now();
+        let probabilities = logits.softmax(1, Kind::Float);
+        let classes = logits.argmax(1, false).to_kind(Kind::Uint8).to_device(Device::Cpu);
+        let moving = probabilities.select(1, moving_class(variant)).to_device(Device::Cpu);
+        let classes: Vec<u8> = Vec::try_from(&classes).unwrap_or_default();
+        let moving_probability: Vec<f32> = Vec::try_from(&moving).unwrap_or_default();
+        let labels = classes.iter().map(|&c| inverse_label(variant, c)).collect();
+        timings.labels_ms = ms(t);
+        ScanResult { id: scan.id, stamp_ns: scan.stamp_ns, classes, labels, moving_probability, complete, timings }
+    }
+
+    /// Per-point logits `[N, classes]` of one scan whose motion features are given (`[N, 8]`), as
+    /// `kdseg mos forward` computes them for parity checks.
+    pub fn logits_with_residuals(&self, cloud: &PointCloud, residuals: &Tensor) -> Result<Tensor, EngineError> {
+        guarded(0, || {
+            let _guard = tch::no_grad_guard();
+            let n = cloud.len() as i64;
+            if residuals.size() != [n, crate::features::motion::COLUMNS] {
+                return Err(EngineError::Input(format!("motion features have shape {:?}, the scan needs [{n}, 8]", residuals.size())));
+            }
+            let xyz = Tensor::stack(&[Tensor::from_slice(&cloud.x), Tensor::from_slice(&cloud.y), Tensor::from_slice(&cloud.z)], 1).to_device(self.device);
+            let remission = (Tensor::from_slice(&cloud.intensity) * f64::from(self.intensity_scale)).to_device(self.device);
+            let (appearance, grid) = self.grid.point_features(&xyz, &remission);
+            let features = Tensor::cat(&[appearance, residuals.to_kind(Kind::Float).to_device(self.device)], 1).to_kind(self.precision.kind());
+            let batch = Tensor::zeros([n], (Kind::Int64, self.device));
+            let input = BevInput { features: &features, grid: &grid, batch: &batch, batch_size: 1 };
+            let bev = self.net.forward(&input, false);
+            Ok(self.net.point_logits(&bev, &input).to_kind(Kind::Float).to_device(Device::Cpu))
+        })
+    }
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1e3
+}
+
+/// Runs libtorch work, turning a libtorch panic (e.g. CUDA out of memory) into an error so a node
+/// survives it.
+fn guarded<T>(id: u64, f: impl FnOnce() -> Result<T, EngineError>) -> Result<T, EngineError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(EngineError::Torch { id, message: message.lines().next().unwrap_or_default().to_string() })
+        }
+    }
+}
