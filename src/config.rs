@@ -186,6 +186,8 @@ pub struct Config {
     pub mos: EngineConfig,
     pub outputs: OutputConfig,
     pub dataset: DatasetConfig,
+    /// Training (student or teacher).
+    pub train: crate::train::TrainConfig,
 }
 
 impl Config {
@@ -250,6 +252,7 @@ impl Config {
                 return Err(invalid(name, format!("'{topic}' is not a topic name")));
             }
         }
+        self.train.validate()?;
         if self.limits.max_message_bytes < 1024 {
             return Err(invalid("limits.max_message_bytes", format!("{} is too small to hold any cloud", self.limits.max_message_bytes)));
         }

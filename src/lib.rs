@@ -22,3 +22,4 @@ pub mod messages;
 pub mod model;
 pub mod mos;
 pub mod replay;
+pub mod train;

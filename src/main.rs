@@ -30,6 +30,11 @@ enum Command {
     /// Power-user MOS commands: one network forward, motion features of a sequence
     #[command(subcommand)]
     Mos(cli::mos::MosCommand),
+    /// Train the student (KDMOS), with distillation from teacher logits or without (--kd-weight 0)
+    Train(cli::train::TrainArgs),
+    /// The teacher: train it, write its logits for distillation
+    #[command(subcommand)]
+    Teacher(cli::train::TeacherCommand),
 }
 
 fn main() {
@@ -50,5 +55,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Replay(args) => cli::mos::run_replay(args),
         Command::Eval(args) => cli::mos::eval(args),
         Command::Mos(command) => cli::mos::run_mos(command),
+        Command::Train(args) => cli::train::student(args),
+        Command::Teacher(command) => cli::train::teacher(command),
     }
 }

@@ -4,3 +4,4 @@ pub mod bag;
 pub mod bench;
 pub mod interrupt;
 pub mod mos;
+pub mod train;

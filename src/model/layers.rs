@@ -14,6 +14,16 @@ fn default_uniform(fan_in: i64) -> Init {
     Init::Uniform { lo: -bound, up: bound }
 }
 
+/// A parameter in the activations' precision: mixed-precision training keeps float32 master weights
+/// and runs the layers in bfloat16 (the cast is differentiable, so gradients reach the master copy).
+fn cast(parameter: &Tensor, like: &Tensor) -> Tensor {
+    if parameter.kind() == like.kind() {
+        parameter.shallow_clone()
+    } else {
+        parameter.to_kind(like.kind())
+    }
+}
+
 /// `nn.Conv2d`.
 #[derive(Debug)]
 pub struct Conv2d {
@@ -31,7 +41,8 @@ impl Conv2d {
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        x.conv2d(&self.weight, self.bias.as_ref(), [1, 1], self.padding, [1, 1], 1)
+        let (weight, bias) = (cast(&self.weight, x), self.bias.as_ref().map(|b| cast(b, x)));
+        x.conv2d(&weight, bias.as_ref(), [1, 1], self.padding, [1, 1], 1)
     }
 }
 
@@ -48,7 +59,7 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        x.linear(&self.weight, Some(&self.bias))
+        x.linear(&cast(&self.weight, x), Some(&cast(&self.bias, x)))
     }
 }
 
@@ -231,7 +242,7 @@ impl TransposedConv {
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        x.conv_transpose2d(&self.weight, Some(&self.bias), [2, 2], [0, 0], [0, 0], 1, [1, 1])
+        x.conv_transpose2d(&cast(&self.weight, x), Some(&cast(&self.bias, x)), [2, 2], [0, 0], [0, 0], 1, [1, 1])
     }
 }
 
