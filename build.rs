@@ -20,8 +20,10 @@ fn main() {
             println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
             println!("cargo:rustc-link-arg=-ltorch_cuda");
             println!("cargo:rustc-link-arg=-Wl,--as-needed");
+            build_cuda_memory_stats(&torch_lib);
         }
     }
+    println!("cargo:rustc-check-cfg=cfg(kdseg_cuda_stats)");
 
     for var in ["KDSEG_RMW_SHIM_DIR", "KDSEG_PYTHON_LIBDIR", "KDSEG_PYTHON_LIB", "AMENT_PREFIX_PATH"] {
         println!("cargo:rerun-if-env-changed={var}");
@@ -44,5 +46,45 @@ fn main() {
                 println!("cargo:rustc-link-arg=-Wl,-rpath,{prefix}/lib");
             }
         }
+    }
+}
+
+/// Compiles the small C++ shim that reads libtorch's CUDA caching-allocator statistics, when the
+/// CUDA headers of the PyPI wheels (nvidia/cu*/include) are next to torch.
+fn build_cuda_memory_stats(torch_lib: &std::path::Path) {
+    println!("cargo:rerun-if-changed=src/gpu/memory_stats.cpp");
+    let Some(torch_dir) = torch_lib.parent() else { return };
+    let Some(site_packages) = torch_dir.parent() else { return };
+    let cuda_include = std::fs::read_dir(site_packages.join("nvidia"))
+        .ok()
+        .and_then(|dirs| dirs.filter_map(|d| d.ok().map(|d| d.path().join("include"))).find(|p| p.join("cuda_runtime_api.h").exists()));
+    let Some(cuda_include) = cuda_include else {
+        println!("cargo:warning=CUDA headers not found next to torch: GPU memory statistics disabled");
+        return;
+    };
+    let mut build = cc::Build::new();
+    build
+        .cpp(true)
+        .file("src/gpu/memory_stats.cpp")
+        .include(torch_dir.join("include"))
+        .include(torch_dir.join("include").join("torch").join("csrc").join("api").join("include"))
+        .include(&cuda_include);
+    // the cuda-runtime wheel lacks crt/host_config.h; triton's wheel ships it (searched last)
+    let triton = site_packages.join("triton").join("backends").join("nvidia").join("include");
+    if !cuda_include.join("crt").join("host_config.h").exists() && triton.join("crt").join("host_config.h").exists() {
+        build.include(&triton);
+    }
+    let built = build
+        .flag("-std=c++17")
+        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        .warnings(false)
+        .try_compile("kdseg_cuda_stats");
+    match built {
+        Ok(()) => {
+            println!("cargo:rustc-link-lib=c10_cuda");
+            println!("cargo:rustc-link-lib=c10");
+            println!("cargo:rustc-cfg=kdseg_cuda_stats");
+        }
+        Err(e) => println!("cargo:warning=GPU memory statistics disabled: {e}"),
     }
 }

@@ -18,6 +18,7 @@ pub mod dataset;
 pub mod evaluation;
 pub mod features;
 pub mod geometry;
+pub mod gpu;
 pub mod messages;
 pub mod model;
 pub mod mos;
