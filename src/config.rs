@@ -114,8 +114,8 @@ impl Default for LimitsConfig {
     }
 }
 
-/// Topics the segmentation results are written to (bag replay) or published on (the node, where
-/// they live in its private namespace: `~/labelled_points` is `/kdseg/labelled_points`).
+/// Topics the segmentation results are published on (the node resolves `~/` to its own name) or
+/// written to (bag replay writes `~/x` as `/kdseg/x`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutputConfig {
@@ -125,13 +125,66 @@ pub struct OutputConfig {
     pub point_labels: String,
 }
 
+impl OutputConfig {
+    /// A topic name with the node-private `~/` replaced by `/<node>/`.
+    pub fn resolve(topic: &str, node: &str) -> String {
+        match topic.strip_prefix("~/") {
+            Some(rest) => format!("/{node}/{rest}"),
+            None => topic.to_string(),
+        }
+    }
+}
+
 impl Default for OutputConfig {
     fn default() -> Self {
         OutputConfig {
-            labelled_points: "/kdseg/labelled_points".into(),
-            moving_points: "/kdseg/moving_points".into(),
-            static_points: "/kdseg/static_points".into(),
-            point_labels: "/kdseg/point_labels".into(),
+            labelled_points: "~/labelled_points".into(),
+            moving_points: "~/moving_points".into(),
+            static_points: "~/static_points".into(),
+            point_labels: "~/point_labels".into(),
+        }
+    }
+}
+
+/// QoS of the node's input subscriptions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputQos {
+    /// Best effort, volatile (REP-2003 for consumers of sensor data).
+    SensorData,
+    Reliable,
+}
+
+/// The ROS 2 node (`kdseg node`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    pub input_qos: InputQos,
+    /// Queue depth of the cloud subscription (1: only the newest matters).
+    pub input_depth: usize,
+    /// Queue depth of the (reliable) outputs.
+    pub output_depth: usize,
+    /// Processing time above which a scan counts as an overrun, milliseconds.
+    pub max_processing_ms: f64,
+    /// Consecutive overruns that turn the diagnostic from WARN to ERROR.
+    pub max_consecutive_overruns: u32,
+    pub diagnostics_period_s: f64,
+    /// Shortest interval between two repeated warnings of one kind, seconds.
+    pub log_period_s: f64,
+    pub hardware_id: String,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            input_qos: InputQos::SensorData,
+            input_depth: 1,
+            output_depth: 5,
+            max_processing_ms: 100.0,
+            max_consecutive_overruns: 10,
+            diagnostics_period_s: 1.0,
+            log_period_s: 5.0,
+            hardware_id: "kdseg".into(),
         }
     }
 }
@@ -185,6 +238,7 @@ pub struct Config {
     /// The moving-object segmentation engine (weights, device, precision, motion features).
     pub mos: EngineConfig,
     pub outputs: OutputConfig,
+    pub node: NodeConfig,
     pub dataset: DatasetConfig,
     /// Training (student or teacher).
     pub train: crate::train::TrainConfig,
@@ -253,6 +307,14 @@ impl Config {
             }
         }
         self.train.validate()?;
+        for (name, value) in [("node.max_processing_ms", self.node.max_processing_ms), ("node.diagnostics_period_s", self.node.diagnostics_period_s), ("node.log_period_s", self.node.log_period_s)] {
+            if !(value > 0.0) {
+                return Err(invalid(name, format!("{value} must be positive")));
+            }
+        }
+        if self.node.input_depth == 0 || self.node.output_depth == 0 {
+            return Err(invalid(if self.node.input_depth == 0 { "node.input_depth" } else { "node.output_depth" }, "must be at least 1"));
+        }
         if self.limits.max_message_bytes < 1024 {
             return Err(invalid("limits.max_message_bytes", format!("{} is too small to hold any cloud", self.limits.max_message_bytes)));
         }

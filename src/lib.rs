@@ -22,5 +22,8 @@ pub mod gpu;
 pub mod messages;
 pub mod model;
 pub mod mos;
+#[cfg(feature = "ros")]
+pub mod node;
+pub mod online;
 pub mod replay;
 pub mod train;

@@ -35,6 +35,12 @@ enum Command {
     /// The teacher: train it, write its logits for distillation
     #[command(subcommand)]
     Teacher(cli::train::TeacherCommand),
+    /// The ROS 2 node (parameters: --ros-args --params-file config/kdseg.yaml)
+    Node {
+        /// ROS arguments, e.g. --ros-args --params-file config/kdseg.yaml -p use_sim_time:=true
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ros_args: Vec<String>,
+    },
 }
 
 fn main() {
@@ -57,5 +63,17 @@ fn run(cli: Cli) -> Result<()> {
         Command::Mos(command) => cli::mos::run_mos(command),
         Command::Train(args) => cli::train::student(args),
         Command::Teacher(command) => cli::train::teacher(command),
+        Command::Node { ros_args: _ } => run_node(),
     }
+}
+
+#[cfg(feature = "ros")]
+fn run_node() -> Result<()> {
+    // rcl reads the --ros-args from the process arguments itself
+    Ok(kdseg::node::run()?)
+}
+
+#[cfg(not(feature = "ros"))]
+fn run_node() -> Result<()> {
+    anyhow::bail!("this kdseg was built without the ROS 2 node; build it with `make build` (cargo feature `ros`)")
 }

@@ -8,11 +8,12 @@
 
 use crate::bag::{Bag, BagError, BagMessage, BagWriter, Qos, TopicHandle, WriterOptions};
 use crate::cloud::{self, FieldMapping, PointCloud};
-use crate::config::{Config, PoseSource};
+use crate::config::{Config, OutputConfig, PoseSource};
 use crate::evaluation::{MosConfusion, MosScores};
 use crate::geometry::{PoseInsert, PoseTracker};
 use crate::messages::{self, Header, Odometry, PointCloud2, PointCloud2Ref, PointLabels, TfMessage};
-use crate::mos::{EngineError, MosEngine, ScanInput, ScanResult, LABEL_MOVING};
+use crate::mos::outputs::Wanted;
+use crate::mos::{EngineError, MosEngine, ScanInput, ScanResult};
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use thiserror::Error;
@@ -83,11 +84,12 @@ pub fn replay(bag: &Bag, out: &Path, config: &Config, engine: &mut MosEngine, wr
             None => log::warn!("not copying {} ({}): kdseg has no schema for that type", t.name, t.type_name),
         }
     }
+    let topic = |name: &str| OutputConfig::resolve(name, "kdseg");
     let outputs = Outputs {
-        labelled: writer.add_topic::<PointCloud2>(&config.outputs.labelled_points, Qos::RELIABLE)?,
-        moving: writer.add_topic::<PointCloud2>(&config.outputs.moving_points, Qos::RELIABLE)?,
-        statik: writer.add_topic::<PointCloud2>(&config.outputs.static_points, Qos::RELIABLE)?,
-        labels: writer.add_topic::<PointLabels>(&config.outputs.point_labels, Qos::RELIABLE)?,
+        labelled: writer.add_topic::<PointCloud2>(&topic(&config.outputs.labelled_points), Qos::RELIABLE)?,
+        moving: writer.add_topic::<PointCloud2>(&topic(&config.outputs.moving_points), Qos::RELIABLE)?,
+        statik: writer.add_topic::<PointCloud2>(&topic(&config.outputs.static_points), Qos::RELIABLE)?,
+        labels: writer.add_topic::<PointLabels>(&topic(&config.outputs.point_labels), Qos::RELIABLE)?,
     };
     let mut tracker = PoseTracker::new(config.pose.source, config.frames.clone(), config.pose.buffer());
     let mut summary = ReplaySummary::default();
@@ -224,48 +226,10 @@ fn update_poses(tracker: &mut PoseTracker, config: &Config, message: &BagMessage
 }
 
 fn write_result(writer: &mut BagWriter, outputs: &Outputs, pending: &PendingCloud, result: &ScanResult, variant: crate::model::Variant, log_time: i64) -> Result<(), ReplayError> {
-    let labels = result.mos_labels(variant);
-    let labelled = cloud::encode_labelled(pending.header.clone(), &pending.cloud, &labels, &result.moving_probability);
-    writer.write(outputs.labelled, log_time, &labelled)?;
-    let (moving, statik) = split_by_label(&pending.cloud, &labels, &result.moving_probability);
-    writer.write(outputs.moving, log_time, &cloud::encode_labelled(pending.header.clone(), &moving.0, &moving.1, &moving.2))?;
-    writer.write(outputs.statik, log_time, &cloud::encode_labelled(pending.header.clone(), &statik.0, &statik.1, &statik.2))?;
-    let full_labels: Vec<u16> = pending.cloud.scatter_to_source(&labels, 0).into_iter().map(|l| l as u16).collect();
-    let full_scores = pending.cloud.scatter_to_source(&result.moving_probability, f32::NAN);
-    let point_labels = PointLabels {
-        header: pending.header.clone(),
-        task: "mos".into(),
-        height: 1,
-        width: pending.cloud.source_len as u32,
-        moving_count: labels.iter().filter(|&&l| l == LABEL_MOVING).count() as u32,
-        labels: full_labels,
-        scores: full_scores,
-    };
-    writer.write(outputs.labels, log_time, &point_labels)?;
+    let encoded = crate::mos::outputs::encode(&pending.header, &pending.cloud, result, variant, Wanted::ALL);
+    writer.write(outputs.labelled, log_time, &encoded.labelled)?;
+    writer.write(outputs.moving, log_time, &encoded.moving)?;
+    writer.write(outputs.statik, log_time, &encoded.statik)?;
+    writer.write(outputs.labels, log_time, &encoded.point_labels)?;
     Ok(())
-}
-
-type Split = (PointCloud, Vec<u32>, Vec<f32>);
-
-/// The moving and the static points of a labelled cloud, with their labels and scores (unknown
-/// points go to neither).
-pub fn split_by_label(cloud: &PointCloud, labels: &[u32], scores: &[f32]) -> (Split, Split) {
-    let mut moving: Split = (PointCloud::default(), Vec::new(), Vec::new());
-    let mut statik: Split = (PointCloud::default(), Vec::new(), Vec::new());
-    for (i, &l) in labels.iter().enumerate() {
-        let target = match l {
-            LABEL_MOVING => &mut moving,
-            crate::mos::LABEL_STATIC => &mut statik,
-            _ => continue,
-        };
-        target.0.x.push(cloud.x[i]);
-        target.0.y.push(cloud.y[i]);
-        target.0.z.push(cloud.z[i]);
-        target.0.intensity.push(cloud.intensity[i]);
-        target.1.push(l);
-        target.2.push(scores[i]);
-    }
-    moving.0.source_len = moving.0.x.len();
-    statik.0.source_len = statik.0.x.len();
-    (moving, statik)
 }

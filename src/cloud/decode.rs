@@ -207,6 +207,7 @@ pub fn decode_into<D: AsRef<[u8]>>(
             v
         }),
         source_len: n,
+        source_shape: [msg.height, msg.width],
     };
 
     let dropped = drop_nonfinite(cloud);

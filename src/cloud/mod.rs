@@ -81,6 +81,8 @@ pub struct PointCloud {
     pub source_index: Option<Vec<u32>>,
     /// Points in the original message (height × width).
     pub source_len: usize,
+    /// Height and width of the original message.
+    pub source_shape: [u32; 2],
 }
 
 impl PointCloud {
@@ -96,7 +98,7 @@ impl PointCloud {
     pub fn from_xyzi(x: Vec<f32>, y: Vec<f32>, z: Vec<f32>, intensity: Vec<f32>) -> Self {
         let n = x.len();
         debug_assert!(y.len() == n && z.len() == n && intensity.len() == n);
-        PointCloud { x, y, z, intensity, source_len: n, ..Default::default() }
+        PointCloud { x, y, z, intensity, source_len: n, source_shape: [1, n as u32], ..Default::default() }
     }
 
     /// Scatters per-kept-point values back to the message's point order, filling dropped points.

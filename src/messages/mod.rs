@@ -283,6 +283,12 @@ pub struct DiagnosticArray {
     pub status: Vec<DiagnosticStatus>,
 }
 
+/// `std_msgs/msg/Float64` (the node's debug timing topics).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Float64 {
+    pub data: f64,
+}
+
 /// `rosgraph_msgs/msg/Clock`.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct Clock {

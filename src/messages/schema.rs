@@ -40,6 +40,7 @@ const KEY_VALUE: &str = "string key\nstring value\n";
 const DIAGNOSTIC_STATUS: &str = "byte OK=0\nbyte WARN=1\nbyte ERROR=2\nbyte STALE=3\nbyte level\nstring name\nstring message\nstring hardware_id\nKeyValue[] values\n";
 const DIAGNOSTIC_ARRAY: &str = "std_msgs/Header header\nDiagnosticStatus[] status\n";
 const CLOCK: &str = "builtin_interfaces/Time clock\n";
+const FLOAT64: &str = "float64 data\n";
 const POINT_LABELS: &str = include_str!("../../msg/msg/PointLabels.msg");
 
 /// Joins a type's text with its dependencies' texts in the MCAP `ros2msg` convention.
@@ -112,6 +113,9 @@ ros_message!(DiagnosticArray, "diagnostic_msgs/msg/DiagnosticArray",
 ros_message!(Clock, "rosgraph_msgs/msg/Clock",
     "RIHS01_692f7a66e93a3c83e71765d033b60349ba68023a8c689a79e48078bcb5c58564",
     CLOCK, [DEP_HEADER[1]]);
+ros_message!(Float64, "std_msgs/msg/Float64",
+    "RIHS01_705ba9c3d1a09df43737eb67095534de36fd426c0587779bda2bc51fe790182a",
+    FLOAT64, []);
 ros_message!(PointLabels, "kdseg_msgs/msg/PointLabels",
     "RIHS01_c23a737df275bcbb28f23bbb12f8697aa5d4ecebbfc044f3d25c85b2a651db2b",
     POINT_LABELS, [DEP_HEADER[0], DEP_HEADER[1]]);
@@ -127,7 +131,7 @@ pub fn definition_by_name(type_name: &str) -> Option<(String, &'static str)> {
         };
     }
     lookup!(Header, PointCloud2, Image, CompressedImage, CameraInfo, PoseStamped, TransformStamped,
-        Odometry, TfMessage, DiagnosticArray, Clock, PointLabels);
+        Odometry, TfMessage, DiagnosticArray, Clock, Float64, PointLabels);
     None
 }
 

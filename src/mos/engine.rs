@@ -128,7 +128,8 @@ pub struct MosEngine {
 impl MosEngine {
     pub fn new(config: &EngineConfig) -> Result<Self, EngineError> {
         let device = config.device.resolve().map_err(EngineError::Device)?;
-        let mut net = PolarBevNet::from_checkpoint(&config.weights, device)?;
+        let weights = resolve_weights(&config.weights);
+        let mut net = PolarBevNet::from_checkpoint(&weights, device)?;
         match config.precision {
             Precision::Fp32 => {}
             Precision::Bf16 => net.vs.bfloat16(),
@@ -297,6 +298,31 @@ impl MosEngine {
             Ok(self.net.point_logits(&bev, &input).to_kind(Kind::Float).to_device(Device::Cpu))
         })
     }
+}
+
+/// Finds weights given by a relative path: as given (from the working directory), else in the
+/// installed package (`<prefix>/share/kdseg/` of AMENT_PREFIX_PATH, or next to the executable as
+/// colcon lays it out: `lib/kdseg/kdseg` → `share/kdseg/`), else in the source tree the binary was
+/// built in (`target/release/kdseg` → the repository).
+pub fn resolve_weights(path: &std::path::Path) -> PathBuf {
+    if path.exists() || path.is_absolute() {
+        return path.to_path_buf();
+    }
+    let mut candidates: Vec<PathBuf> = std::env::var("AMENT_PREFIX_PATH")
+        .unwrap_or_default()
+        .split(':')
+        .filter(|p| !p.is_empty())
+        .map(|p| std::path::Path::new(p).join("share").join("kdseg").join(path))
+        .collect();
+    if let Ok(exe) = std::env::current_exe() {
+        for up in [2usize, 3] {
+            if let Some(base) = exe.ancestors().nth(up) {
+                candidates.push(base.join("share").join("kdseg").join(path));
+                candidates.push(base.join(path));
+            }
+        }
+    }
+    candidates.into_iter().find(|c| c.exists()).unwrap_or_else(|| path.to_path_buf())
 }
 
 fn ms(since: Instant) -> f64 {

@@ -2,6 +2,7 @@
 //! [`engine`] that turns scans with poses into per-point moving/static labels.
 
 pub mod engine;
+pub mod outputs;
 
 pub use engine::{EngineConfig, EngineError, MosEngine, ScanInput, ScanResult, StageTimings};
 
