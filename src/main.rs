@@ -45,12 +45,30 @@ enum Command {
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).format_timestamp_millis().init();
-    cli::interrupt::install();
     let cli = Cli::parse();
+    // the node handles SIGINT/SIGTERM itself (and shuts rcl down in order)
+    if !matches!(cli.command, Command::Node { .. }) {
+        cli::interrupt::install();
+    }
     if let Err(e) = run(cli) {
-        eprintln!("kdseg: error: {e:#}");
+        eprintln!("kdseg: error: {}", describe(&e));
         std::process::exit(if cli::interrupt::interrupted() { 130 } else { 1 });
     }
+}
+
+/// The error with its causes, each cause once (library errors already include their source's text).
+fn describe(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+    }
+    text
 }
 
 fn run(cli: Cli) -> Result<()> {

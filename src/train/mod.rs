@@ -101,9 +101,10 @@ pub struct TrainConfig {
     /// Run directory: checkpoints, log.csv, curves.png, run.json.
     pub out: PathBuf,
     pub model: ModelSpec,
-    /// Training and validation sequences (empty: the dataset's train and valid splits).
-    pub train_sequences: Vec<String>,
-    pub valid_sequences: Vec<String>,
+    /// Training and validation sequences (absent: the dataset's train and valid splits; an empty
+    /// validation list trains without validation).
+    pub train_sequences: Option<Vec<String>>,
+    pub valid_sequences: Option<Vec<String>>,
     pub batch_size: usize,
     /// Training length in epochs, unless `max_steps` is set.
     pub epochs: usize,
@@ -140,8 +141,8 @@ impl Default for TrainConfig {
         TrainConfig {
             out: PathBuf::from("runs/student"),
             model: ModelSpec::default(),
-            train_sequences: Vec::new(),
-            valid_sequences: Vec::new(),
+            train_sequences: None,
+            valid_sequences: None,
             batch_size: 8,
             epochs: 150,
             max_steps: None,
@@ -444,8 +445,8 @@ pub fn train(config: &TrainConfig, root: &Path, splits: &SplitConfig, progress: 
         (TrainPrecision::Bf16, _) | (TrainPrecision::Auto, Device::Cuda(_)) => Kind::BFloat16,
         _ => Kind::Float,
     };
-    let train_ids = if config.train_sequences.is_empty() { splits.train.clone() } else { config.train_sequences.clone() };
-    let valid_ids = if config.valid_sequences.is_empty() { splits.valid.clone() } else { config.valid_sequences.clone() };
+    let train_ids = config.train_sequences.clone().unwrap_or_else(|| splits.train.clone());
+    let valid_ids = config.valid_sequences.clone().unwrap_or_else(|| splits.valid.clone());
     let residual_kind = if device == Device::Cpu { Kind::Float } else { Kind::Half };
     let load = |ids: &[String], drop: bool| data::load_sequences(root, ids, &LoadOptions { motion: config.model.motion, device, drop_few_static_frames: drop, residual_kind });
     log::info!("loading training sequences {train_ids:?} and validation sequences {valid_ids:?}");
