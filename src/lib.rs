@@ -16,3 +16,5 @@ pub mod conversion;
 pub mod dataset;
 pub mod geometry;
 pub mod messages;
+pub mod render;
+pub mod sim;

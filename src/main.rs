@@ -18,6 +18,11 @@ enum Command {
     /// rosbag2 bags: info, and conversion from/to SemanticKITTI sequences
     #[command(subcommand)]
     Bag(cli::bag::BagCommand),
+    /// Simulate exactly labelled LiDAR sequences (SemanticKITTI layout and/or a bag), or a
+    /// train/valid/test split of them
+    Simulate(cli::sim::Simulate),
+    /// Draw a scan of a SemanticKITTI-layout sequence from above, coloured by label, as a PNG
+    Render(cli::sim::Render),
 }
 
 fn main() {
@@ -33,5 +38,7 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Bag(command) => cli::bag::run(command),
+        Command::Simulate(args) => cli::sim::simulate(args),
+        Command::Render(args) => cli::sim::render(args),
     }
 }

@@ -2,3 +2,4 @@
 
 pub mod bag;
 pub mod interrupt;
+pub mod sim;
