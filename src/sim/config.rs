@@ -70,6 +70,8 @@ pub struct LidarConfig {
     /// Received-power proxy (reflectivity × cos(incidence) / range²) at which half of the returns
     /// are detected: dark surfaces far away and at grazing angles fade out.
     pub detection_threshold: Option<f64>,
+    /// Rough ground (grass, gravel) scatters ranges, more so at grazing incidence.
+    pub roughness: Option<bool>,
 }
 
 /// The LiDAR's parameters after applying the overrides to the preset.
@@ -83,6 +85,7 @@ pub struct LidarModel {
     pub range_noise_per_m: f64,
     pub dropout: f64,
     pub detection_threshold: f64,
+    pub roughness: bool,
 }
 
 impl LidarConfig {
@@ -111,6 +114,7 @@ impl LidarConfig {
             range_noise_per_m: self.range_noise_per_m.unwrap_or(0.0002),
             dropout: self.dropout.unwrap_or(0.015),
             detection_threshold: self.detection_threshold.unwrap_or(1.5e-6),
+            roughness: self.roughness.unwrap_or(true),
         }
     }
 }

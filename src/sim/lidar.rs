@@ -145,6 +145,7 @@ impl Lidar {
             }
             let mut rng = RayRng::new(key);
             let (reflectivity, retro, roughness) = snapshot.material(hit.surface);
+            let roughness = if model.roughness { roughness } else { 0.0 };
             let cos_incidence = ray.dir.dot(&hit.normal).abs().max(1e-3);
             let power = if retro { reflectivity } else { reflectivity * cos_incidence } / (range * range);
             // detection probability 1 / (1 + (threshold / power)²), then the constant dropout
@@ -194,5 +195,108 @@ impl Sensor for Lidar {
         cloud.label = Some(label);
         cloud.source_len = n;
         cloud
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::config::LidarConfig;
+    use crate::sim::path::Path;
+    use crate::sim::rng::Rng;
+    use crate::sim::scene::SceneBuilder;
+    use crate::sim::semantics::{Class, GroundKind, Material};
+    use crate::sim::terrain::Terrain;
+    use crate::sim::traffic::{self, AgentSpec, Idm, Mover, Route, RouteEnd};
+    use crate::sim::world::World;
+    use nalgebra::Vector3;
+
+    /// Flat road with one building, a box from x 10 to 14, y -2 to 2, up to 3 m high; an ego that
+    /// stands still at the origin.
+    fn box_world() -> World {
+        let mut rng = Rng::new(1);
+        let mut terrain = Terrain::new([-200.0, -200.0], [200.0, 200.0], 0.0, &mut rng);
+        terrain.paint_rect([0.0, 0.0], [1.0, 0.0], 150.0, 150.0, GroundKind::Road);
+        let mut b = SceneBuilder::new(Rng::new(2), terrain);
+        b.upright_box(12.0, 0.0, 0.0, 2.0, 2.0, 3.0, Class::Building, Material::solid(0.4));
+        b.plan.routes.push(Route::new(Path::new(&[[0.0, 0.0], [100.0, 0.0]]), Vec::new(), RouteEnd::Park { lateral: 0.0 }, 2.5));
+        let ego = b
+            .add_agent(
+                AgentSpec {
+                    mover: Mover::Vehicle,
+                    route: 0,
+                    length: 4.6,
+                    width: 1.8,
+                    idm: Idm::CAR,
+                    desired_speed: 0.0,
+                    speed_schedule: Vec::new(),
+                    spawn_time: -1.0,
+                    start_s: 0.0,
+                    start_lateral: 0.0,
+                    depart_time: None,
+                    lane_changing: None,
+                },
+                None,
+            )
+            .unwrap();
+        let scene = b.finish(ego, 1.0);
+        let trajectories = traffic::simulate(&scene.plan, -1.0, 1.0, 0.05, &mut Rng::new(3));
+        World::new(scene, trajectories, 0.1, 0.2)
+    }
+
+    /// Distance along `dir` from `origin` into the axis-aligned box [min, max], by the slab method.
+    fn slab(origin: Vector3<f64>, dir: Vector3<f64>, min: [f64; 3], max: [f64; 3]) -> Option<f64> {
+        let (mut near, mut far) = (0.0f64, f64::INFINITY);
+        for i in 0..3 {
+            let (a, b) = ((min[i] - origin[i]) / dir[i], (max[i] - origin[i]) / dir[i]);
+            near = near.max(a.min(b));
+            far = far.min(a.max(b));
+        }
+        (near <= far).then_some(near)
+    }
+
+    #[test]
+    fn noise_free_ranges_equal_analytic_distances_to_plane_and_box() {
+        let world = box_world();
+        let config = LidarConfig {
+            range_noise_m: Some(0.0),
+            range_noise_per_m: Some(0.0),
+            dropout: Some(0.0),
+            detection_threshold: Some(0.0),
+            roughness: Some(false),
+            azimuth_steps: Some(720),
+            ..LidarConfig::default()
+        };
+        let lidar = Lidar::new(config.model(), 0.1, &[]);
+        let height = 1.73;
+        let pose = Pose3::translation(0.0, 0.0, height);
+        let snapshot = world.snapshot(0.0, Vector3::zeros(), 130.0);
+        let cloud = lidar.measure(&snapshot, &pose, 9);
+        let labels = cloud.label.as_ref().unwrap();
+        let (mut on_box, mut on_ground) = (0, 0);
+        for i in 0..cloud.len() {
+            let p = Vector3::new(f64::from(cloud.x[i]), f64::from(cloud.y[i]), f64::from(cloud.z[i]));
+            let range = p.norm();
+            let dir = p / range;
+            let origin = Vector3::new(0.0, 0.0, height);
+            let ground = (dir.z < 0.0).then(|| height / -dir.z);
+            let building = slab(origin, dir, [10.0, -2.0, -1.0], [14.0, 2.0, 3.0]);
+            let expected = match (ground, building) {
+                (Some(g), Some(b)) => g.min(b),
+                (g, b) => g.or(b).unwrap(),
+            };
+            assert!((range - expected).abs() < 2e-3, "point {i}: range {range}, analytic {expected}");
+            if building.is_some_and(|b| b <= expected + 1e-9) {
+                on_box += 1;
+                assert_eq!(labels[i] & 0xFFFF, 50);
+            } else {
+                on_ground += 1;
+                assert_eq!(labels[i] & 0xFFFF, 40);
+            }
+        }
+        assert!(on_box > 500 && on_ground > 20_000, "{on_box} box and {on_ground} ground points");
+        // every downward ray within range returns: nothing is lost without dropout
+        let downward = lidar.model().elevations_deg.iter().filter(|e| height / (-e.to_radians().sin()).max(1e-9) < lidar.model().max_range_m && **e < 0.0).count();
+        assert!(cloud.len() >= downward * 720, "{} points for {} downward beams", cloud.len(), downward);
     }
 }

@@ -114,9 +114,9 @@ pub fn car(rng: &mut Rng) -> Model {
     Model { class: Class::Car, parts, length, width, height: f64::from(roof), upright: false, swing: 0.0, stride_length: 1.0 }
 }
 
-/// A truck: a cab and a box body (delivery truck or semi-trailer).
-pub fn truck(rng: &mut Rng) -> Model {
-    let length = if rng.chance(0.6) { rng.range(6.5, 8.5) } else { rng.range(11.0, 16.0) };
+/// A truck: a cab and a box body, a semi-trailer with probability `semi`, else a delivery truck.
+pub fn truck(rng: &mut Rng, semi: f64) -> Model {
+    let length = if rng.chance(semi) { rng.range(11.0, 16.0) } else { rng.range(6.5, 8.5) };
     let width = rng.range(2.35, 2.55);
     let height = rng.range(3.2, 3.9);
     let (l, w, h) = (length as f32 / 2.0, width as f32 / 2.0, height as f32);

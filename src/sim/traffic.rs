@@ -295,6 +295,8 @@ struct State {
     rest: f64,
     departed: bool,
     pose: PathPose,
+    /// Heading of the route at the agent (without the lateral manoeuvre's turn): where it looks.
+    path_heading: f64,
     /// Obstacle followed in the last step (to break mutual waits).
     leader: Option<usize>,
     next_lane_check: f64,
@@ -327,6 +329,7 @@ pub fn simulate(plan: &TrafficPlan, t_start: f64, t_end: f64, dt: f64, rng: &mut
             rest: 0.0,
             departed: a.depart_time.is_none(),
             pose: plan.routes[a.route].path.pose(a.start_s),
+            path_heading: plan.routes[a.route].path.pose(a.start_s).heading,
             leader: None,
             next_lane_check: t_start + rng.range(0.0, 1.0),
         })
@@ -343,6 +346,16 @@ pub fn simulate(plan: &TrafficPlan, t_start: f64, t_end: f64, dt: f64, rng: &mut
                 let base = route.path.pose(state.s);
                 let [x, y] = base.offset(state.lateral);
                 state.pose = PathPose { x, y, heading: base.heading + state.slope.atan() };
+                state.path_heading = base.heading;
+            }
+        }
+        // parked vehicles due to leave wait for a gap in the lane
+        for i in 0..n {
+            let agent = &plan.agents[i];
+            if states[i].alive && !states[i].departed && agent.depart_time.is_some_and(|d| t >= d) && lane_clear(plan, &states, i) {
+                let state = &mut states[i];
+                state.departed = true;
+                state.manoeuvre = Some(Manoeuvre { s0: state.s, s1: state.s + 12.0, from: state.lateral, to: 0.0 });
             }
         }
         let leaders: Vec<Option<usize>> = states.iter().map(|s| s.leader).collect();
@@ -365,7 +378,7 @@ pub fn simulate(plan: &TrafficPlan, t_start: f64, t_end: f64, dt: f64, rng: &mut
                 continue;
             }
             lane_change(plan, &mut states, i, t, rng);
-            advance(plan, &mut states[i], i, accel[i], dt, t);
+            advance(plan, &mut states[i], i, accel[i], dt);
             let state = &states[i];
             let trajectory = &mut trajectories[i];
             if trajectory.s.is_empty() {
@@ -421,7 +434,7 @@ fn vehicle_accel(plan: &TrafficPlan, states: &[State], leaders: &[Option<usize>]
     let front = state.s + agent.length / 2.0;
     let mut gaps: Vec<(f64, f64)> = Vec::new();
     // what is in front
-    let (cos, sin) = (state.pose.heading.cos(), state.pose.heading.sin());
+    let (cos, sin) = (state.path_heading.cos(), state.path_heading.sin());
     let mut leader = None;
     let mut nearest = f64::INFINITY;
     for (j, other) in states.iter().enumerate() {
@@ -438,7 +451,7 @@ fn vehicle_accel(plan: &TrafficPlan, states: &[State], leaders: &[Option<usize>]
         }
         let lateral = (-dx * sin + dy * cos).abs();
         let other_agent = &plan.agents[j];
-        let relative = wrap_angle(other.pose.heading - state.pose.heading);
+        let relative = wrap_angle(other.pose.heading - state.path_heading);
         let corridor = match other_agent.mover {
             Mover::Vehicle => {
                 // oncoming traffic passes by on its own side
@@ -652,15 +665,28 @@ fn lane_change(plan: &TrafficPlan, states: &mut [State], i: usize, t: f64, rng: 
     }
 }
 
+/// True when vehicle `i`, parked beside its lane, can pull out: no vehicle in the lane from 30 m
+/// behind to 8 m ahead.
+fn lane_clear(plan: &TrafficPlan, states: &[State], i: usize) -> bool {
+    let state = &states[i];
+    let lane = plan.routes[plan.agents[i].route].path.pose(state.s);
+    let (cos, sin) = (lane.heading.cos(), lane.heading.sin());
+    !states.iter().enumerate().any(|(j, o)| {
+        if j == i || !o.alive || !o.departed || plan.agents[j].mover != Mover::Vehicle {
+            return false;
+        }
+        let (dx, dy) = (o.pose.x - lane.x, o.pose.y - lane.y);
+        let along = dx * cos + dy * sin;
+        let lateral = -dx * sin + dy * cos;
+        (-30.0..8.0).contains(&along) && lateral.abs() < 2.0 && wrap_angle(o.pose.heading - lane.heading).cos() > 0.0
+    })
+}
+
 /// Integrates one step.
-fn advance(plan: &TrafficPlan, state: &mut State, i: usize, accel: f64, dt: f64, t: f64) {
+fn advance(plan: &TrafficPlan, state: &mut State, i: usize, accel: f64, dt: f64) {
     let agent = &plan.agents[i];
     let route = &plan.routes[agent.route];
     if !state.departed {
-        if agent.depart_time.is_some_and(|d| t >= d) {
-            state.departed = true;
-            state.manoeuvre = Some(Manoeuvre { s0: state.s, s1: state.s + 12.0, from: state.lateral, to: 0.0 });
-        }
         return;
     }
     let v = (state.v + accel * dt).max(0.0);

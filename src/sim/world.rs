@@ -145,12 +145,14 @@ impl World {
 
     /// Whether the object moved faster than the threshold on average over the scan period ending
     /// at t: the rule behind moving-* labels. An object that stopped is static at the first scan
-    /// after it stopped; one that starts is moving at the first scan after it started.
+    /// after it stopped; one that starts is moving at the first scan after it started; one that
+    /// did not exist a scan period earlier is static.
     pub fn is_moving(&self, instance: u16, t: f64) -> bool {
         let Some(spec) = self.spec(instance) else { return false };
         let Placement::Agent(agent) = spec.placement else { return false };
         let trajectory = &self.trajectories[agent];
-        if !trajectory.is_alive(t) {
+        // an agent that was not there at the previous scan has no motion to compare with
+        if !trajectory.is_alive(t) || !trajectory.is_alive(t - self.motion_window) {
             return false;
         }
         let route = &self.plan.routes[self.plan.agents[agent].route];

@@ -124,8 +124,8 @@ impl Street {
             ground: GroundKind::Road,
             center_line: if rng.chance(0.6) { CenterLine::Dashed } else { CenterLine::None },
             arterial: false,
-            vehicles_per_km: density * *rng.pick(&[1.0, 3.0, 5.0, 8.0, 12.0]),
-            walkers_per_km: rng.range(6.0, 30.0),
+            vehicles_per_km: density * *rng.pick(&[0.5, 1.5, 3.0, 5.0, 9.0]),
+            walkers_per_km: density * *rng.pick(&[0.0, 0.0, 0.0, 2.0, 4.0, 8.0, 16.0]),
             trees: rng.chance(0.55),
         }
     }
@@ -141,8 +141,8 @@ impl Street {
             ground: GroundKind::Road,
             center_line: CenterLine::DoubleSolid,
             arterial: true,
-            vehicles_per_km: density * rng.range(6.0, 18.0),
-            walkers_per_km: rng.range(10.0, 40.0),
+            vehicles_per_km: density * rng.range(3.0, 12.0),
+            walkers_per_km: density * rng.range(2.0, 18.0),
             trees: rng.chance(0.35),
         }
     }
@@ -158,8 +158,8 @@ impl Street {
             ground: GroundKind::Parking,
             center_line: CenterLine::None,
             arterial: false,
-            vehicles_per_km: density * rng.range(4.0, 10.0),
-            walkers_per_km: rng.range(15.0, 35.0),
+            vehicles_per_km: density * rng.range(1.0, 6.0),
+            walkers_per_km: density * rng.range(1.0, 10.0),
             trees: false,
         }
     }
@@ -316,7 +316,9 @@ pub fn generate(request: &SceneRequest, style: Style) -> Result<Scene, SimError>
     let mut rng = Rng::stream(request.seed, "grid");
     let warmup = 30.0;
     let travel = request.duration_s + warmup;
-    let (grid, ego_exits) = layout(&mut rng, style, travel, request.traffic_density)?;
+    // how busy this place is today: some days are nearly deserted
+    let activity = request.traffic_density * if rng.chance(0.3) { rng.range(0.0, 0.12) } else { rng.range(0.3, 1.3) };
+    let (grid, ego_exits) = layout(&mut rng, style, travel, activity)?;
     let (min, max) = grid_bounds(&grid);
     let max_slope = match style {
         Style::Urban => rng.range(0.01, 0.05),
@@ -324,7 +326,7 @@ pub fn generate(request: &SceneRequest, style: Style) -> Result<Scene, SimError>
     };
     let terrain = Terrain::new(min, max, max_slope, &mut Rng::stream(request.seed, "terrain"));
     let mut b = SceneBuilder::new(Rng::stream(request.seed, "furniture"), terrain);
-    let mut g = GridScene { grid, parked_spots: Vec::new(), street_lanes: Vec::new() };
+    let mut g = GridScene { grid, activity: activity.min(1.0), parked_spots: Vec::new(), street_lanes: Vec::new() };
     // streets before intersections: crosswalks and stop lines are painted over the pavement
     g.build_streets(&mut b)?;
     g.build_nodes(&mut b);
@@ -511,6 +513,8 @@ fn layout(rng: &mut Rng, style: Style, travel: f64, density: f64) -> Result<(Gri
 /// The scene being furnished, with what later steps need from earlier ones.
 struct GridScene {
     grid: Grid,
+    /// How busy the scene is (0..1), for parked cars that come and go.
+    activity: f64,
     /// Free parking places for vehicles that come to park: (lane, arc length along it, lateral).
     parked_spots: Vec<(LaneRef, f64, f64)>,
     /// Parked vehicles that will pull out: (lane, arc length, lateral, model).
@@ -626,7 +630,8 @@ impl GridScene {
             if street.parking > 0.0 {
                 for side in [-1.0, 1.0] {
                     let lateral = side * (pavement - street.parking / 2.0);
-                    let (s0, s1) = (start_clear + 8.0, length - end_clear - 8.0);
+                    // no parking within 12 m of an intersection (crosswalk, stop line, visibility)
+                    let (s0, s1) = (start_clear + 12.0, length - end_clear - 12.0);
                     if s1 > s0 {
                         b.terrain.paint_segment(at(s0, lateral), at(s1, lateral), street.parking / 2.0, GroundKind::Parking);
                         if street.center_line != CenterLine::None {
@@ -710,7 +715,7 @@ impl GridScene {
             let along_lane = (p[0] - lane_start[0]).hypot(p[1] - lane_start[1]);
             let roll = b.rng.uniform();
             if roll < occupancy {
-                if model.class == Class::Car && roll < occupancy * 0.05 && along_lane > 5.0 {
+                if model.class == Class::Car && roll < occupancy * 0.05 * self.activity && along_lane > 5.0 {
                     self.street_lanes.push((lane, along_lane, offset, model.clone()));
                 } else {
                     let jitter = b.rng.range(-0.15, 0.15);
@@ -718,7 +723,7 @@ impl GridScene {
                     let r0 = b.rng.range(-0.03, 0.03);
                     b.place_static(&model, q[0], q[1], yaw + r0)?;
                 }
-            } else if roll > 1.0 - (1.0 - occupancy) * 0.3 && along_lane > 60.0 && self.grid.style == Style::Urban {
+            } else if roll > 1.0 - (1.0 - occupancy) * 0.3 * self.activity && along_lane > 60.0 && self.grid.style == Style::Urban {
                 self.parked_spots.push((lane, along_lane, offset));
             }
             s += model.length + b.rng.range(0.6, 5.0);
@@ -1207,17 +1212,17 @@ impl GridScene {
             };
             b.add_agent(spec, Some(model))?;
         }
-        self.pedestrians(b, &mut rng, t_start, travel, request.traffic_density)?;
+        self.pedestrians(b, &mut rng, t_start, travel)?;
         Ok(ego)
     }
 
     /// Adds a vehicle starting `s` metres along `lane` at time `t`.
     fn spawn_vehicle(&self, b: &mut SceneBuilder, rng: &mut Rng, lane: &LaneRef, s: f64, t: f64, length: f64, lanes: usize) -> Result<(), SimError> {
         let outer = lane.lane + 1 == lanes;
-        let kind = if self.grid.style == Style::Parking { rng.weighted(&[0.97, 0.0, 0.0, 0.03]) } else { rng.weighted(&[0.82, 0.07, if outer { 0.07 } else { 0.0 }, 0.04]) };
+        let kind = if self.grid.style == Style::Parking { rng.weighted(&[0.97, 0.0, 0.0, 0.03]) } else { rng.weighted(&[0.84, 0.05, if outer { 0.07 } else { 0.0 }, 0.04]) };
         let (model, idm, speed_factor, lateral) = match kind {
             0 => (models::car(rng), Idm::CAR, rng.range(0.85, 1.1), 0.0),
-            1 => (models::truck(rng), Idm::TRUCK, rng.range(0.75, 0.95), 0.0),
+            1 => (models::truck(rng, if self.grid.street(lane.from, lane.dir).arterial { 0.3 } else { 0.05 }), Idm::TRUCK, rng.range(0.75, 0.95), 0.0),
             2 => {
                 let street = self.grid.street(lane.from, lane.dir);
                 // cyclists keep to the right of the lane
@@ -1323,11 +1328,11 @@ impl GridScene {
     }
 
     /// Pedestrians walking the sidewalks (the aisles' edges in a car park) and crossing streets.
-    fn pedestrians(&self, b: &mut SceneBuilder, rng: &mut Rng, t_start: f64, travel: f64, density: f64) -> Result<(), SimError> {
+    fn pedestrians(&self, b: &mut SceneBuilder, rng: &mut Rng, t_start: f64, travel: f64) -> Result<(), SimError> {
         for (k, d, a, end, stub) in self.segments() {
             let street = *self.grid.street(k, d);
             let length = (end[0] - a[0]).abs() + (end[1] - a[1]).abs();
-            let count = (street.walkers_per_km * length / 1000.0 * 2.0 * density * rng.range(0.6, 1.4)).round() as usize;
+            let count = (street.walkers_per_km * length / 1000.0 * 2.0 * rng.range(0.6, 1.4)).round() as usize;
             for _ in 0..count {
                 let left = rng.chance(0.5);
                 let s = rng.range(0.0, length);
@@ -1428,8 +1433,8 @@ impl GridScene {
             let (next, crossing) = moves[pick];
             if let Some(crossing_x_road) = crossing {
                 events.push(RouteEvent { s: builder.length, kind: EventKind::Crosswalk { node: data.id, crossing_x_road } });
-            } else if rng.chance(0.08) {
-                events.push(RouteEvent { s: builder.length, kind: EventKind::Halt { duration: rng.range(2.0, 15.0) } });
+            } else if rng.chance(0.15) {
+                events.push(RouteEvent { s: builder.length, kind: EventKind::Halt { duration: rng.range(3.0, 30.0) } });
             }
             builder.push(self.corner(next.0, next.1));
             previous = Some(at);
@@ -1471,7 +1476,7 @@ fn stall_row_along(b: &mut SceneBuilder, origin: [f64; 2], along: [f64; 2], inwa
         }
         let p = at(k as f64 * 2.6 + 1.3 + b.rng.range(-0.15, 0.15), 2.6 + b.rng.range(-0.2, 0.2));
         let facing = yaw + if b.rng.chance(0.75) { PI } else { 0.0 } + b.rng.range(-0.04, 0.04);
-        let model = if b.rng.chance(0.04) { models::truck(&mut b.rng) } else { models::car(&mut b.rng) };
+        let model = if b.rng.chance(0.04) { models::truck(&mut b.rng, 0.0) } else { models::car(&mut b.rng) };
         if model.length < 6.0 {
             b.place_static(&model, p[0], p[1], facing)?;
         }

@@ -224,19 +224,21 @@ fn build_traffic(b: &mut SceneBuilder, centre: &Path, lanes: usize, request: &Sc
         None,
     )?;
     let mut rng = Rng::stream(request.seed, "traffic");
+    // how busy the motorway is today
+    let activity = request.traffic_density * if rng.chance(0.15) { rng.range(0.05, 0.15) } else { rng.range(0.4, 1.3) };
     let length = centre.length();
     for route in 0..2 {
         for (lane, &lateral) in offsets.iter().enumerate() {
-            let per_metre = request.traffic_density * rng.range(4.0, 16.0) / 1000.0;
+            let per_metre = activity * rng.range(2.0, 10.0) / 1000.0;
             let speed_range = match (lanes - 1 - lane, lanes) {
                 (0, _) => (22.0, 28.0),
                 (1, 3) => (26.0, 32.0),
                 _ => (30.0, 37.0),
             };
             let place = |b: &mut SceneBuilder, rng: &mut Rng, s: f64, t: f64| -> Result<(), SimError> {
-                let truck = lane + 1 == lanes && rng.chance(0.35);
+                let truck = lane + 1 == lanes && rng.chance(0.25);
                 let (model, idm, speed) = if truck {
-                    (models::truck(rng), Idm::TRUCK, rng.range(21.0, 25.0))
+                    (models::truck(rng, 0.7), Idm::TRUCK, rng.range(21.0, 25.0))
                 } else if rng.chance(0.02) {
                     (models::motorcyclist(rng), Idm::CAR, rng.range(speed_range.0, speed_range.1 + 3.0))
                 } else {
