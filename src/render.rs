@@ -120,7 +120,7 @@ pub fn render_bev(cloud: &PointCloud, colors: &[u32], options: &BevOptions) -> R
     // highest point per pixel wins
     let mut top = vec![f32::NEG_INFINITY; side as usize * side as usize];
     let r = i64::from(options.point_radius);
-    for i in 0..cloud.len() {
+    for (i, &color) in colors.iter().enumerate() {
         let (col, row) = to_pixel(f64::from(cloud.x[i]), f64::from(cloud.y[i]));
         for dr in -r..=r {
             for dc in -r..=r {
@@ -131,7 +131,7 @@ pub fn render_bev(cloud: &PointCloud, colors: &[u32], options: &BevOptions) -> R
                 let k = w as usize * side as usize + c as usize;
                 if cloud.z[i] >= top[k] {
                     top[k] = cloud.z[i];
-                    image.set(c, w, colors[i]);
+                    image.set(c, w, color);
                 }
             }
         }

@@ -10,7 +10,7 @@ use kdseg::config::TopicConfig;
 use kdseg::dataset::KittiSequence;
 use kdseg::render::{label_colors, render_bev, BevOptions};
 use kdseg::sim::output::{self, BagTarget, KittiPoses, KittiTarget, SplitPlan};
-use kdseg::sim::{LidarConfig, LidarPreset, Preset, SequenceStats, SimConfig, Simulator};
+use kdseg::sim::{self, LidarConfig, LidarPreset, Preset, SequenceStats, SimConfig, Simulator};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -66,10 +66,13 @@ pub struct Simulate {
     /// Write train/valid/test sequences 00, 01, ... into --out, with split.yaml
     #[arg(long)]
     pub split: bool,
+    /// Training sequences of the split
     #[arg(long, default_value_t = 4, requires = "split")]
     pub train: usize,
+    /// Validation sequences of the split
     #[arg(long, default_value_t = 1, requires = "split")]
     pub valid: usize,
+    /// Test sequences of the split (labelled too, unlike SemanticKITTI's)
     #[arg(long, default_value_t = 1, requires = "split")]
     pub test: usize,
 }
@@ -221,6 +224,7 @@ pub fn simulate(args: Simulate) -> Result<()> {
         println!("wrote {} scans to bag {}", sim.len(), target.path.display());
     }
     print!("{}", stats.describe());
+    println!("ego drove:           {:.0} m", sim::path_length(&sim));
     Ok(())
 }
 

@@ -131,8 +131,7 @@ fn best_split(range: &[u32], bounds: &[Aabb], centers: &[V3], node_bounds: &Aabb
     let leaf_cost = PRIM_COST * range.len() as f32;
     let parent_area = node_bounds.half_area().max(1e-12);
     let mut best: Option<(usize, f32, f32)> = None;
-    for axis in 0..3 {
-        let (lo, hi) = (centroid_bounds.min[axis], centroid_bounds.max[axis]);
+    for (axis, (lo, hi)) in [(0, (centroid_bounds.min.x, centroid_bounds.max.x)), (1, (centroid_bounds.min.y, centroid_bounds.max.y)), (2, (centroid_bounds.min.z, centroid_bounds.max.z))] {
         if hi - lo < 1e-6 {
             continue;
         }

@@ -45,7 +45,8 @@ pub enum LidarPreset {
     /// azimuth steps, 120 m.
     #[default]
     Hdl64e,
-    /// Ouster OS1-128: 128 beams evenly from +22.5° to −22.5°, 2048 columns, 120 m.
+    /// Ouster OS1-128 in its common 1024 × 10 Hz mode: 128 beams evenly from +22.5° to −22.5°,
+    /// 120 m.
     Os1_128,
     /// Velodyne VLP-16: 16 beams from +15° to −15°, 0.2° steps, 100 m.
     Vlp16,
@@ -102,7 +103,7 @@ impl LidarConfig {
                 let lower = (0..32).map(|i| -8.83 - i as f64 * (16.07 / 31.0));
                 (upper.chain(lower).collect::<Vec<_>>(), 2083, 120.0, 0.9)
             }
-            LidarPreset::Os1_128 => ((0..128).map(|i| 22.5 - i as f64 * 45.0 / 127.0).collect(), 2048, 120.0, 0.5),
+            LidarPreset::Os1_128 => ((0..128).map(|i| 22.5 - i as f64 * 45.0 / 127.0).collect(), 1024, 120.0, 0.5),
             LidarPreset::Vlp16 => ((0..16).map(|i| -15.0 + i as f64 * 2.0).collect(), 1800, 100.0, 0.5),
         };
         LidarModel {
@@ -205,6 +206,9 @@ impl Default for SimConfig {
     }
 }
 
+/// Longest sequence, seconds.
+pub const MAX_DURATION_S: f64 = 600.0;
+
 fn invalid(parameter: &str, reason: impl Into<String>) -> SimError {
     SimError::Config { parameter: parameter.to_string(), reason: reason.into() }
 }
@@ -238,9 +242,11 @@ impl SimConfig {
         if !(self.scan_rate_hz > 0.0 && self.scan_rate_hz <= 100.0) {
             return Err(invalid("scan_rate_hz", format!("{} is not in (0, 100]", self.scan_rate_hz)));
         }
+        // the traffic simulation's cost grows with the square of the agents on a longer road; ten
+        // minutes is more than SemanticKITTI's longest sequence (4661 scans)
         let duration = self.scans as f64 / self.scan_rate_hz;
-        if duration > 3600.0 {
-            return Err(invalid("scans", format!("{} scans at {} Hz last longer than an hour; split the run into sequences", self.scans, self.scan_rate_hz)));
+        if duration > MAX_DURATION_S {
+            return Err(invalid("scans", format!("{} scans at {} Hz last longer than {} minutes; split the run into several sequences", self.scans, self.scan_rate_hz, MAX_DURATION_S / 60.0)));
         }
         if !(self.start_time_s >= 0.0 && self.start_time_s < 2.0e9) {
             return Err(invalid("start_time_s", format!("{} is not a time between 1970 and 2033", self.start_time_s)));
@@ -255,7 +261,7 @@ impl SimConfig {
         if lidar.elevations_deg.is_empty() || lidar.elevations_deg.len() > 512 {
             return Err(invalid("lidar.elevations_deg", format!("{} beams (1 to 512 are possible)", lidar.elevations_deg.len())));
         }
-        if let Some(e) = lidar.elevations_deg.iter().find(|e| !(e.abs() < 89.0)) {
+        if let Some(e) = lidar.elevations_deg.iter().find(|e| e.is_nan() || e.abs() >= 89.0) {
             return Err(invalid("lidar.elevations_deg", format!("{e}° is not an elevation within ±89°")));
         }
         if !(16..=65_536).contains(&lidar.azimuth_steps) {
@@ -268,7 +274,7 @@ impl SimConfig {
             return Err(invalid("lidar.min_range_m", format!("{} must be at least 0 and below max_range_m", lidar.min_range_m)));
         }
         for (name, value) in [("lidar.range_noise_m", lidar.range_noise_m), ("lidar.range_noise_per_m", lidar.range_noise_per_m)] {
-            if !(value >= 0.0 && value < 1.0) {
+            if !(0.0..1.0).contains(&value) {
                 return Err(invalid(name, format!("{value} is not in [0, 1)")));
             }
         }
@@ -294,7 +300,7 @@ impl SimConfig {
             ("odometry.translation_walk", self.odometry.translation_walk),
             ("odometry.yaw_walk_deg", self.odometry.yaw_walk_deg),
         ] {
-            if !(value >= 0.0 && value < 10.0) {
+            if !(0.0..10.0).contains(&value) {
                 return Err(invalid(name, format!("{value} is not in [0, 10)")));
             }
         }

@@ -15,7 +15,7 @@
 //! Physics, simplified: a return is detected with a probability that falls off smoothly with the
 //! received power `reflectivity × cos(incidence) / range²` (dark, distant and grazing surfaces fade
 //! out), minus a constant dropout. Range noise grows with distance, and on rough ground (grass,
-//! gravel) with grazing incidence. Remission is the surface reflectivity attenuated by incidence
+//! gravel) with grazing incidence. Remission is the surface reflectivity, attenuated by up to half at grazing incidence
 //! (retro-reflectors excepted), with a little noise, quantised to 0.01 like KITTI's.
 
 use super::config::LidarModel;
@@ -112,11 +112,6 @@ impl Lidar {
         &self.model
     }
 
-    /// Rays per revolution (beams × azimuth steps).
-    pub fn rays(&self) -> usize {
-        self.directions.len()
-    }
-
     fn cast_beam(&self, snapshot: &Snapshot, beam: usize, rotation: &nalgebra::Matrix3<f32>, origin: V3, noise_key: u64) -> BeamPoints {
         let model = &self.model;
         let steps = model.azimuth_steps;
@@ -156,8 +151,8 @@ impl Lidar {
             }
             let sigma = noise0 + noise_per_m * range + roughness / cos_incidence.max(0.05);
             let measured = (range + sigma.min(1.0) * rng.normal()).max(min_range);
-            let brightness = if retro { reflectivity } else { reflectivity * (0.35 + 0.65 * cos_incidence) };
-            let remission = (brightness * (1.0 + 0.08 * rng.normal()) + 0.01 * rng.normal()).clamp(0.0, 1.0);
+            let brightness = if retro { reflectivity } else { reflectivity * (0.5 + 0.5 * cos_incidence) };
+            let remission = (brightness * (1.0 + 0.2 * rng.normal()) + 0.02 * rng.normal()).clamp(0.0, 1.0);
             let p = direction * measured;
             out.x.push(p.x);
             out.y.push(p.y);
@@ -274,7 +269,7 @@ mod tests {
         let cloud = lidar.measure(&snapshot, &pose, 9);
         let labels = cloud.label.as_ref().unwrap();
         let (mut on_box, mut on_ground) = (0, 0);
-        for i in 0..cloud.len() {
+        for (i, label) in labels.iter().enumerate() {
             let p = Vector3::new(f64::from(cloud.x[i]), f64::from(cloud.y[i]), f64::from(cloud.z[i]));
             let range = p.norm();
             let dir = p / range;
@@ -288,10 +283,10 @@ mod tests {
             assert!((range - expected).abs() < 2e-3, "point {i}: range {range}, analytic {expected}");
             if building.is_some_and(|b| b <= expected + 1e-9) {
                 on_box += 1;
-                assert_eq!(labels[i] & 0xFFFF, 50);
+                assert_eq!(label & 0xFFFF, 50);
             } else {
                 on_ground += 1;
-                assert_eq!(labels[i] & 0xFFFF, 40);
+                assert_eq!(label & 0xFFFF, 40);
             }
         }
         assert!(on_box > 500 && on_ground > 20_000, "{on_box} box and {on_ground} ground points");

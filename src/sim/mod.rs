@@ -1,21 +1,51 @@
 //! A built-in LiDAR world simulator with exact labels: the data behind `make demo`, the tests, the
 //! training experiments and the benchmarks, since SemanticKITTI cannot be downloaded here.
 //!
-//! A [`Simulator`] generates a procedural world from a preset and a seed ([`scene`]: roads, curbs,
-//! buildings, vegetation, street furniture, parked cars, standing people), simulates its traffic
-//! ([`traffic`]: cars, trucks, cyclists, pedestrians and the ego on kinematically plausible paths,
-//! stopping and starting), and scans it with a spinning LiDAR ([`lidar`]) at every scan time. Each
-//! point carries a SemanticKITTI label: semantic id in the lower 16 bits, instance id in the upper 16
-//! bits, moving-* ids for objects that moved since the previous scan ([`World::is_moving`]).
-//! [`output`] writes SemanticKITTI sequences, rosbag2 bags and train/valid/test splits.
+//! A [`Simulator`] generates a procedural world from a preset and a seed (`scene`: roads with
+//! lanes and markings on gently rolling terrain, curbs and sidewalks, buildings, walls, fences,
+//! trees, bushes, poles, signs and signals, parked cars and bicycles, standing people), simulates its
+//! traffic (`traffic`: the ego, cars, trucks, cyclists, motorcyclists and pedestrians following
+//! lanes and sidewalks, turning, crossing, queueing at signals and stop signs, stopping, parking and
+//! pulling out, overtaking on motorways), and scans it with a spinning LiDAR ([`lidar`]: HDL-64E by
+//! default, OS1-128 and VLP-16 presets, every parameter configurable) at every scan time.
+//!
+//! ```no_run
+//! use kdseg::sim::{Preset, SimConfig, Simulator};
+//! let sim = Simulator::new(SimConfig { preset: Preset::Urban, seed: 7, scans: 100, ..Default::default() })?;
+//! for scan in sim.scans() {
+//!     let scan = scan?;
+//!     // scan.cloud: x, y, z, intensity (remission 0..1), time, ring, label; scan.lidar_pose
+//!     let _ = (scan.cloud.len(), scan.lidar_pose);
+//! }
+//! # Ok::<(), kdseg::sim::SimError>(())
+//! ```
+//!
+//! `kdseg simulate --preset urban --seed 7 --scans 200 --out DIR [--bag run.mcap]` writes the same
+//! run as a SemanticKITTI sequence and/or a rosbag2 bag ([`output`]); `--split` writes train/valid
+//! /test sequences from distinct seeds; `kdseg render` draws a scan from above
+//! ([`crate::render`]).
+//!
+//! Labels follow SemanticKITTI: semantic id in the lower 16 bits, instance id (≥ 1 for every
+//! movable object, 0 for stuff) in the upper 16. Movable objects get their moving-* id at a scan
+//! when they travelled faster than `moving_speed_threshold` (0.2 m/s) on average since the previous
+//! scan ([`World::is_moving`]); parked cars and standing people never move, and moving agents stop
+//! at signals, in queues and to pause, so "movable" and "moving" are not separable by class.
+//!
+//! The world is frozen at the scan's stamp for the whole sweep: scans are what a perfectly
+//! motion-compensated sensor gives (like SemanticKITTI's de-skewed scans); per-point `time` still
+//! says when within the sweep each point was measured. No rolling-shutter distortion is simulated.
 //!
 //! Output depends only on the configuration: the same seed gives byte-identical files on any machine
-//! and with any number of threads. [`bench`] measures the throughput.
+//! and with any number of threads (random decisions are keyed by seed, scan and ray; beams are
+//! assembled in a fixed order; nothing iterates a hash map). [`bench()`] measures the throughput.
 //!
 //! Frames: the *world* frame is the ego's `base_link` at the first scan, which is also the true
 //! `odom` frame; [`SimScan::lidar_pose`] is the true LiDAR pose in it and [`SimScan::odom_pose`] the
 //! LiDAR pose as odometry reports it (equal unless odometry noise is on). Points are in the LiDAR
-//! frame, as the sensor measures them.
+//! frame, as the sensor measures them. The world's objects can be queried at any time
+//! ([`World::object_state`]: pose, velocity, moving flag) and a [`Snapshot`] of it can be ray-cast
+//! by any [`Sensor`], which is where a radar (velocities per hit object) or a camera (projections of
+//! the same geometry) plug in.
 
 mod bvh;
 pub mod config;
@@ -24,7 +54,7 @@ mod models;
 pub mod odometry;
 pub mod output;
 mod path;
-pub mod rng;
+mod rng;
 mod scene;
 pub mod semantics;
 pub mod shapes;
@@ -338,7 +368,7 @@ pub fn bench(config: &SimConfig) -> Result<BenchReport, SimError> {
     })
 }
 
-/// The ego's true position at a scan, for callers that want the distance travelled.
+/// How far the ego drives during the sequence (true trajectory, sampled at the scans), metres.
 pub fn path_length(sim: &Simulator) -> f64 {
     let mut length = 0.0;
     let mut last: Option<Vector3<f64>> = None;

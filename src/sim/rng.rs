@@ -48,11 +48,6 @@ impl Rng {
         Rng::new(hash2(seed, name_key(name)))
     }
 
-    /// An independent child stream, e.g. one per generated object.
-    pub fn fork(&mut self) -> Rng {
-        Rng::new(self.next_u64())
-    }
-
     #[inline]
     pub fn next_u64(&mut self) -> u64 {
         let result = (self.s[0].wrapping_add(self.s[3])).rotate_left(23).wrapping_add(self.s[0]);
@@ -81,7 +76,7 @@ impl Rng {
     /// Uniform integer in 0..n (n > 0).
     #[inline]
     pub fn below(&mut self, n: usize) -> usize {
-        ((self.next_u64() >> 32) * n as u64 >> 32) as usize
+        (((self.next_u64() >> 32) * n as u64) >> 32) as usize
     }
 
     #[inline]

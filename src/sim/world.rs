@@ -298,17 +298,14 @@ pub struct Snapshot<'w> {
 }
 
 impl Snapshot<'_> {
+    /// The snapshot's time, seconds since the first scan; with [`Snapshot::world`], what a sensor
+    /// needs to look up the state of a hit object (e.g. a radar its velocity).
     pub fn time(&self) -> f64 {
         self.t
     }
 
     pub fn world(&self) -> &World {
         self.world
-    }
-
-    /// Moving primitives in this snapshot.
-    pub fn dynamic_primitives(&self) -> usize {
-        self.dynamic_shapes.len()
     }
 
     /// The first surface along a scene-frame ray within `t_max`. `key` makes the random decisions

@@ -78,6 +78,13 @@ impl Dir {
 
 type Key = (i32, i32);
 
+/// A street of the network: the node it leaves, its direction, its two ends (centre line) and
+/// whether it is a stub that ends out of sight.
+type Segment = (Key, Dir, [f64; 2], [f64; 2], bool);
+
+/// A corner of an intersection: the node and the quadrant signs (x, y).
+type Corner = (Key, (f64, f64));
+
 fn neighbour(k: Key, d: Dir) -> Key {
     let (dx, dy) = d.step();
     (k.0 + dx, k.1 + dy)
@@ -528,7 +535,7 @@ impl GridScene {
 
     /// Streets of the network as (node, direction) with a street to a neighbour (E/N only, so each
     /// once) or a stub (any direction).
-    fn segments(&self) -> Vec<(Key, Dir, [f64; 2], [f64; 2], bool)> {
+    fn segments(&self) -> Vec<Segment> {
         let mut out = Vec::new();
         for k in self.keys() {
             let node = &self.grid.nodes[&k];
@@ -827,7 +834,7 @@ impl GridScene {
                 if inside_lot {
                     self.stall_block(b, &block, true, true)?;
                 } else {
-                    self.lot_edge(b, &mut block)?;
+                    self.lot_edge(b, &block)?;
                 }
             }
             Style::Urban => match b.rng.weighted(&[0.3, 0.36, 0.1, 0.12, 0.12]) {
@@ -1024,7 +1031,7 @@ impl GridScene {
     }
 
     /// Around the car park: a row of stalls along the aisle, then a sidewalk and shops, or trees.
-    fn lot_edge(&mut self, b: &mut SceneBuilder, block: &mut Block) -> Result<(), SimError> {
+    fn lot_edge(&mut self, b: &mut SceneBuilder, block: &Block) -> Result<(), SimError> {
         for side in 0..4 {
             if block.sides[side].is_none() {
                 continue;
@@ -1038,18 +1045,17 @@ impl GridScene {
             b.ground_strip(at(0.0, 7.0), at(length, 7.0), 1.6, -0.3, 0.14, 4.0, Class::Sidewalk, Material::solid(0.3));
             b.terrain.paint_segment(at(0.0, 7.0), at(length, 7.0), 1.6, GroundKind::Sidewalk);
             if b.rng.chance(0.65) {
+                // shops: the land beyond the car park is free, so they may reach past this cell
                 let depth = b.rng.range(20.0, 40.0);
                 let c = at(length / 2.0, 8.8 + depth / 2.0);
-                if block.claim(c, along, length / 2.0, depth / 2.0) {
-                    let r0 = b.rng.range(5.0, 12.0);
-                    let r1 = b.rng.range(0.25, 0.5);
-                    b.upright_box(c[0], c[1], along[1].atan2(along[0]), length / 2.0, depth / 2.0, r0, Class::Building, Material::solid(r1 as f32));
-                    for _ in 0..b.rng.below(5) {
-                        let p = at(b.rng.range(2.0, length - 2.0), b.rng.range(6.0, 8.0));
-                        let model = models::person(&mut b.rng);
-                        let yaw = b.rng.range(-PI, PI);
-                        b.place_static(&model, p[0], p[1], yaw)?;
-                    }
+                let height = b.rng.range(5.0, 12.0);
+                let reflectivity = b.rng.range(0.25, 0.5) as f32;
+                b.upright_box(c[0], c[1], along[1].atan2(along[0]), length / 2.0, depth / 2.0, height, Class::Building, Material::solid(reflectivity));
+                for _ in 0..b.rng.below(5) {
+                    let p = at(b.rng.range(2.0, length - 2.0), b.rng.range(6.0, 8.0));
+                    let model = models::person(&mut b.rng);
+                    let yaw = b.rng.range(-PI, PI);
+                    b.place_static(&model, p[0], p[1], yaw)?;
                 }
             } else {
                 let kind = Boundary::random(&mut b.rng);
@@ -1404,7 +1410,7 @@ impl GridScene {
             }
         };
         let mut at = (node, quadrant_of(travel, side));
-        let mut previous: Option<(Key, (f64, f64))> = None;
+        let mut previous: Option<Corner> = None;
         builder.push(self.corner(at.0, at.1));
         let mut steps = 0;
         while builder.length < length && steps < 400 {
@@ -1415,7 +1421,7 @@ impl GridScene {
             // neighbour's facing corner), or across the street on each axis (to the next corner)
             let ex = if q.0 > 0.0 { Dir::E } else { Dir::W };
             let ny = if q.1 > 0.0 { Dir::N } else { Dir::S };
-            let mut moves: Vec<((Key, (f64, f64)), Option<bool>)> = Vec::new();
+            let mut moves: Vec<(Corner, Option<bool>)> = Vec::new();
             for axis_dir in [ex, ny] {
                 if data.arms[axis_dir as usize] == Some(None) {
                     let next = neighbour(n, axis_dir);

@@ -8,6 +8,10 @@
 //! intersections and agents for [`super::traffic`]. [`SceneBuilder`] holds what is shared: placing
 //! shapes on the ground, and registering objects with instance ids.
 
+// Placement helpers take plain coordinates, sizes, class and material: bundling them into
+// structs at every call would hide the geometry the call describes.
+#![allow(clippy::too_many_arguments)]
+
 mod grid;
 mod highway;
 
@@ -56,7 +60,8 @@ pub struct Scene {
     pub plan: TrafficPlan,
     /// The traffic agent that is the ego vehicle.
     pub ego_agent: usize,
-    /// Scan rate of the sequence and when the traffic simulation starts (before the first scan).
+    /// How long before the first scan the traffic simulation starts (so that queues have formed
+    /// and agents are spread out), seconds.
     pub warmup_s: f64,
 }
 
@@ -295,7 +300,7 @@ impl SceneBuilder {
         let crown_base = height * rng.range(0.35, 0.5);
         let crown_radius = rng.range(1.4, 3.0) * scale;
         let crowns = 1 + rng.below(3);
-        let foliage = Material::porous(rng.range(0.4, 0.6) as f32, rng.range(1.2, 2.5) as f32);
+        let foliage = Material::porous(rng.range(0.45, 0.7) as f32, rng.range(1.2, 2.5) as f32);
         let bark = Material::solid(rng.range(0.22, 0.35) as f32);
         let offsets: Vec<(f64, f64, f64)> = (0..crowns).map(|_| (rng.range(-0.5, 0.5) * crown_radius, rng.range(-0.5, 0.5) * crown_radius, rng.range(0.7, 1.0))).collect();
         self.cylinder(x, y, trunk_radius, crown_base + crown_radius * 0.6, Class::Trunk, bark);
