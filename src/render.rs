@@ -22,6 +22,9 @@ pub enum RenderError {
     Io { path: String, source: std::io::Error },
 }
 
+/// Largest image side, pixels (an RGB image and a height buffer of 8192² take about 460 MB).
+const MAX_SIDE: f64 = 8192.0;
+
 /// What area to draw and how.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BevOptions {
@@ -94,8 +97,8 @@ pub fn render_bev(cloud: &PointCloud, colors: &[u32], options: &BevOptions) -> R
         return Err(RenderError::Options(format!("extent {} m and resolution {} m must be positive", options.extent_m, options.resolution_m)));
     }
     let side = (options.extent_m / options.resolution_m).round();
-    if !(1.0..=16384.0).contains(&side) {
-        return Err(RenderError::Options(format!("{side} pixels per side (1 to 16384 are possible)")));
+    if !(1.0..=MAX_SIDE).contains(&side) {
+        return Err(RenderError::Options(format!("{side} pixels per side (1 to {MAX_SIDE} are possible)")));
     }
     let side = side as u32;
     let mut image = BevImage { width: side, height: side, rgb: Vec::with_capacity(side as usize * side as usize * 3) };
