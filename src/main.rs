@@ -41,6 +41,11 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         ros_args: Vec<String>,
     },
+    /// Simulate exactly labelled LiDAR sequences (SemanticKITTI layout and/or a bag), or a
+    /// train/valid/test split of them
+    Simulate(cli::sim::Simulate),
+    /// Draw a scan of a SemanticKITTI-layout sequence from above, coloured by label, as a PNG
+    Render(cli::sim::Render),
 }
 
 fn main() {
@@ -82,6 +87,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => cli::train::student(args),
         Command::Teacher(command) => cli::train::teacher(command),
         Command::Node { ros_args: _ } => run_node(),
+        Command::Simulate(args) => cli::sim::simulate(args),
+        Command::Render(args) => cli::sim::render(args),
     }
 }
 

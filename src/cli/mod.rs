@@ -4,4 +4,5 @@ pub mod bag;
 pub mod bench;
 pub mod interrupt;
 pub mod mos;
+pub mod sim;
 pub mod train;
