@@ -9,7 +9,7 @@ use crate::bag::{Bag, BagError, BagWriter, Qos, WriterOptions};
 use crate::cloud::{self, CloudError, FieldMapping};
 use crate::config::{FrameConfig, PoseSource, TopicConfig};
 use crate::dataset::semantic_kitti::{self, DatasetError, KittiSequence};
-use crate::geometry::{pose_from_matrix, pose_from_msg, pose_to_msg, transform_to_msg, PoseBuffer, PoseBufferConfig, TfTree};
+use crate::geometry::{pose_from_matrix, pose_to_msg, transform_to_msg, PoseBufferConfig, PoseTracker};
 use crate::messages::{Header, Odometry, PointCloud2, PointCloud2Ref, PoseWithCovariance, TfMessage, Time, TransformStamped};
 use nalgebra::Matrix4;
 use std::path::Path;
@@ -104,23 +104,15 @@ pub fn bag_to_kitti(bag: &Bag, out: &Path, sequence: &str, options: &ToKittiOpti
     }
     // Offline, every pose of the bag is known before the first cloud is converted.
     let offline = PoseBufferConfig { history_s: f64::INFINITY, ..Default::default() };
-    let mut odometry = PoseBuffer::new(offline);
-    let mut tree = TfTree::new(offline);
-    let pose_topics: Vec<&str> = match options.pose_source {
-        PoseSource::Odometry => vec![options.topics.odometry.as_str()],
-        PoseSource::Tf => vec![options.topics.tf.as_str(), options.topics.tf_static.as_str()],
-    };
-    for message in bag.messages_on(&pose_topics)? {
+    let mut poses = PoseTracker::new(options.pose_source, options.frames.clone(), offline);
+    let topics = [options.topics.odometry.as_str(), options.topics.tf.as_str(), options.topics.tf_static.as_str()];
+    for message in bag.messages_on(&topics)? {
         let message = message?;
-        match options.pose_source {
-            PoseSource::Odometry => {
-                let odom: Odometry = message.decode()?;
-                odometry.insert(odom.header.stamp.to_nanos(), pose_from_msg(&odom.pose.pose));
-            }
-            PoseSource::Tf => {
-                let tf: TfMessage = message.decode()?;
-                tree.insert_message(&tf, *message.topic == *options.topics.tf_static);
-            }
+        if *message.topic == *options.topics.odometry {
+            poses.on_odometry(&message.decode()?);
+        } else {
+            let tf: TfMessage = message.decode()?;
+            poses.on_tf(&tf, *message.topic == *options.topics.tf_static);
         }
     }
     let dir = out.join("sequences").join(sequence);
@@ -137,14 +129,9 @@ pub fn bag_to_kitti(bag: &Bag, out: &Path, sequence: &str, options: &ToKittiOpti
             log::debug!("{} #{}: dropped {} non-finite points", message.topic, message.index, report.dropped_nonfinite);
         }
         let t = msg.header.stamp.to_nanos();
-        let pose = match options.pose_source {
-            PoseSource::Odometry => odometry.lookup(t).map_err(|e| e.to_string()),
-            PoseSource::Tf => {
-                let lidar = if options.frames.lidar.is_empty() { msg.header.frame_id.as_str() } else { options.frames.lidar.as_str() };
-                tree.lookup(&options.frames.fixed, lidar, t).map_err(|e| e.to_string())
-            }
-        }
-        .map_err(|e| ConversionError::Input(format!("topic {} message #{}: no pose: {e}", message.topic, message.index)))?;
+        let pose = poses
+            .lidar_pose(&msg.header.frame_id, t)
+            .map_err(|e| ConversionError::Input(format!("topic {} message #{}: no pose: {e}", message.topic, message.index)))?;
         let name = format!("{:06}", lidar_poses.len());
         semantic_kitti::write_bin(&dir.join("velodyne").join(format!("{name}.bin")), &scan)?;
         let labelled = scan.label.is_some();

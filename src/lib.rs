@@ -25,6 +25,7 @@ pub mod mos;
 #[cfg(feature = "ros")]
 pub mod node;
 pub mod online;
+pub mod random;
 pub mod render;
 pub mod replay;
 pub mod sim;

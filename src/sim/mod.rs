@@ -54,7 +54,7 @@ mod models;
 pub mod odometry;
 pub mod output;
 mod path;
-mod rng;
+use crate::random as rng;
 mod scene;
 pub mod semantics;
 pub mod shapes;

@@ -20,6 +20,7 @@ use crate::evaluation::{MosConfusion, MosScores};
 use crate::features::PolarGrid;
 use crate::model::{BevInput, CheckpointError, NetConfig, PolarBevNet, Variant};
 use crate::mos::{inverse_label, DeviceChoice};
+use crate::random::Rng;
 use data::{DataError, LoadOptions, MotionInput, Scan, TeacherLogitNames};
 use loss::kdmos_loss;
 use optimizer::FlatSgd;
@@ -223,45 +224,6 @@ pub struct RunReport {
     pub wall_s: f64,
 }
 
-/// SplitMix64: a small, seedable generator for shuffling and augmentation.
-#[derive(Debug, Clone)]
-pub struct SplitMix(u64);
-
-impl SplitMix {
-    pub fn new(seed: u64) -> Self {
-        SplitMix(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    pub fn normal(&mut self) -> f64 {
-        let (u1, u2) = (self.uniform().max(1e-300), self.uniform());
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-    }
-
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.uniform() * n as f64) as usize % n.max(1)
-    }
-
-    pub fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            let j = self.below(i + 1);
-            items.swap(i, j);
-        }
-    }
-}
-
 /// Learning rate at `step`: linear warm-up over `warmup_epochs`, then ×`lr_decay` per epoch.
 pub fn learning_rate(config: &TrainConfig, step: usize, steps_per_epoch: usize) -> f64 {
     let spe = steps_per_epoch.max(1) as f64;
@@ -285,7 +247,7 @@ pub struct Batch {
 }
 
 /// Builds a batch from scans; `augment` draws from `rng` when given.
-pub fn make_batch(scans: &[&Scan], grid: &PolarGrid, augment: Option<(&Augmentation, &mut SplitMix)>, kind: Kind, want_teacher: bool) -> Batch {
+pub fn make_batch(scans: &[&Scan], grid: &PolarGrid, augment: Option<(&Augmentation, &mut Rng)>, kind: Kind, want_teacher: bool) -> Batch {
     let device = scans[0].xyz.device();
     let mut features = Vec::with_capacity(scans.len());
     let mut grids = Vec::with_capacity(scans.len());
@@ -319,7 +281,7 @@ pub fn make_batch(scans: &[&Scan], grid: &PolarGrid, augment: Option<(&Augmentat
     }
 }
 
-fn augment_points(xyz: &Tensor, a: &Augmentation, rng: &mut SplitMix) -> Tensor {
+fn augment_points(xyz: &Tensor, a: &Augmentation, rng: &mut Rng) -> Tensor {
     let device = xyz.device();
     let mut m = [[1.0f32, 0.0], [0.0, 1.0]];
     if a.rotate {
@@ -495,12 +457,12 @@ pub fn train(config: &TrainConfig, root: &Path, splits: &SplitConfig, progress: 
         let epoch = step / steps_per_epoch;
         if epoch != order_epoch {
             order = (0..train_scans.len()).collect();
-            SplitMix::new(config.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9)).shuffle(&mut order);
+            Rng::new(crate::random::hash2(config.seed, epoch as u64)).shuffle(&mut order);
             order_epoch = epoch;
         }
         let t = Instant::now();
         tch::manual_seed((config.seed as i64).wrapping_add(step as i64));
-        let mut rng = SplitMix::new(config.seed.wrapping_mul(31).wrapping_add(step as u64));
+        let mut rng = Rng::stream(crate::random::hash2(config.seed, step as u64), "augmentation");
         let first = (step % steps_per_epoch) * config.batch_size;
         let chosen: Vec<&Scan> = order[first..(first + config.batch_size).min(order.len())].iter().map(|&i| &train_scans[i]).collect();
         let batch = make_batch(&chosen, &net.grid, Some((&config.augment, &mut rng)), kind, use_teacher);

@@ -1,7 +1,7 @@
 //! Deterministic random numbers: the same seed gives the same numbers on every machine and with any
 //! number of threads.
 //!
-//! Scene generation uses [`Rng`] (xoshiro256++), forked into named sub-streams so that adding a draw
+//! Scene generation and training (shuffling, augmentation) use [`Rng`] (xoshiro256++), forked into named sub-streams so that adding a draw
 //! in one part of the generator does not shift every other part. Per-ray noise uses [`RayRng`], a
 //! counter-based generator keyed by (seed, scan, ray), so the noise of a ray does not depend on which
 //! thread casts it or in which order. Gaussians use the Irwin–Hall sum of four uniforms: no
@@ -92,6 +92,14 @@ impl Rng {
     }
 
     /// Picks one element of a non-empty slice.
+    /// Fisher–Yates shuffle.
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = self.below(i + 1);
+            items.swap(i, j);
+        }
+    }
+
     pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.below(items.len())]
     }
