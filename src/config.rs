@@ -222,7 +222,36 @@ impl SplitConfig {
 pub struct DatasetConfig {
     /// Dataset root (the folder with `sequences/`).
     pub root: Option<PathBuf>,
-    pub splits: SplitConfig,
+    /// Sequences per split. Absent: the dataset's `split.yaml` (written by `kdseg simulate --split`)
+    /// when it has one, else SemanticKITTI-MOS's split.
+    pub splits: Option<SplitConfig>,
+}
+
+impl DatasetConfig {
+    /// The splits that apply to the dataset at `root`.
+    pub fn splits_for(&self, root: &Path) -> Result<SplitConfig, ConfigError> {
+        if let Some(s) = &self.splits {
+            return Ok(s.clone());
+        }
+        let manifest = root.join("split.yaml");
+        if !manifest.exists() {
+            return Ok(SplitConfig::default());
+        }
+        let text = std::fs::read_to_string(&manifest).map_err(|e| ConfigError::Parse { file: manifest.display().to_string(), reason: e.to_string() })?;
+        let value: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| ConfigError::Parse { file: manifest.display().to_string(), reason: e.to_string() })?;
+        let ids = |name: &str| -> Vec<String> {
+            value
+                .get(name)
+                .and_then(|v| v.as_sequence())
+                .map(|seq| {
+                    seq.iter()
+                        .filter_map(|v| v.as_u64().map(|n| format!("{n:02}")).or_else(|| v.as_str().map(|s| s.to_string())))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        Ok(SplitConfig { train: ids("train"), valid: ids("valid"), test: ids("test") })
+    }
 }
 
 /// The whole configuration. Every section has defaults, so a file only lists what it changes.

@@ -28,5 +28,6 @@ pub mod online;
 pub mod random;
 pub mod render;
 pub mod replay;
+pub mod results;
 pub mod sim;
 pub mod train;

@@ -35,6 +35,8 @@ enum Command {
     /// The teacher: train it, write its logits for distillation
     #[command(subcommand)]
     Teacher(cli::train::TeacherCommand),
+    /// Render RESULTS.md from the records of a distillation experiment
+    Results(cli::train::ResultsArgs),
     /// The ROS 2 node (parameters: --ros-args --params-file config/kdseg.yaml)
     Node {
         /// ROS arguments, e.g. --ros-args --params-file config/kdseg.yaml -p use_sim_time:=true
@@ -86,6 +88,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Mos(command) => cli::mos::run_mos(command),
         Command::Train(args) => cli::train::student(args),
         Command::Teacher(command) => cli::train::teacher(command),
+        Command::Results(args) => cli::train::results(args),
         Command::Node { ros_args: _ } => run_node(),
         Command::Simulate(args) => cli::sim::simulate(args),
         Command::Render(args) => cli::sim::render(args),

@@ -351,25 +351,3 @@ fn bad_input_is_refused_with_the_reason() {
     let err = kdseg_err(&["render", "--dataset", root, "--scan", "5", "--out", dir.path().join("x.png").to_str().unwrap()]);
     assert!(err.contains("--scan 5") && err.contains("1 scans"), "{err}");
 }
-
-/// Throughput on this machine: 1,000 urban scans of about 120k points in memory, at 20 scans/s or
-/// more. Timing depends on the machine, so it runs only when asked:
-/// `cargo test --release --test simulator -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn throughput_of_a_thousand_scans() {
-    for preset in Preset::ALL {
-        let report = sim::bench(&SimConfig { preset, seed: 1, scans: 1000, ..Default::default() }).unwrap();
-        println!(
-            "{}: {:.1} scans/s ({:.2} M points/s, {:.0} points per scan) on {} threads, set-up {:.2} s, 1000 scans in {:.1} s",
-            preset.name(),
-            report.scans_per_s,
-            report.points_per_s / 1e6,
-            report.mean_points,
-            report.threads,
-            report.setup_s,
-            report.setup_s + report.scan_s
-        );
-        assert!(report.scans_per_s >= 20.0 && report.setup_s + report.scan_s < 60.0, "{report:?}");
-    }
-}

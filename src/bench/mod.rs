@@ -4,6 +4,7 @@
 //! date.
 
 mod data_plane;
+pub mod pipeline;
 mod report;
 
 pub use data_plane::{bag_read, decode_cloud};
@@ -114,11 +115,26 @@ pub fn machine_description() -> String {
         .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string()))
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    format!("{cpu}, {cores} cores")
+    match gpu_name() {
+        Some(gpu) => format!("{gpu}; {cpu}, {cores} cores"),
+        None => format!("{cpu}, {cores} cores"),
+    }
+}
+
+/// The first GPU's name, when libtorch sees CUDA (asked of nvidia-smi).
+fn gpu_name() -> Option<String> {
+    if !tch::Cuda::is_available() {
+        return None;
+    }
+    let out = std::process::Command::new("nvidia-smi").args(["--query-gpu=name", "--format=csv,noheader"]).output().ok()?;
+    String::from_utf8(out.stdout).ok()?.lines().next().map(|l| l.trim().to_string()).filter(|l| !l.is_empty())
 }
 
 /// A short directory name for this machine's results ("cpu-2core" or "gpu-<name>").
 pub fn machine_slug() -> String {
+    if let Some(gpu) = gpu_name() {
+        return gpu.to_lowercase().split_whitespace().filter(|w| !["nvidia", "80gb", "hbm3"].contains(w)).collect::<Vec<_>>().join("-");
+    }
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     format!("cpu-{cores}core")
 }

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use kdseg::bench::{self, BenchRecord};
+use kdseg::bench::{self, pipeline, BenchRecord};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Subcommand)]
@@ -25,7 +25,15 @@ pub enum Suite {
     Decode,
     /// rosbag2 MCAP reading
     Bag,
-    /// every CPU suite
+    /// simulator throughput
+    Sim,
+    /// the MOS pipeline per stage and end to end (needs --weights)
+    Mos,
+    /// reduced-precision labels against float32 (needs --weights; GPU)
+    Precision,
+    /// one training step at batch 8
+    Train,
+    /// decode, bag, sim, mos and train
     All,
 }
 
@@ -38,15 +46,36 @@ pub struct RunArgs {
     /// Scratch folder for temporary files (bags)
     #[arg(long, default_value_os_t = std::env::temp_dir())]
     pub scratch: PathBuf,
+    /// Weights for the MOS suites
+    #[arg(long, default_value = "weights/kdmos_sim.safetensors")]
+    pub weights: PathBuf,
+    /// auto, cpu, cuda or cuda:N
+    #[arg(long, default_value = "auto")]
+    pub device: kdseg::mos::DeviceChoice,
+    /// Precision of the MOS pipeline suite
+    #[arg(long, default_value = "fp32")]
+    pub precision: kdseg::mos::Precision,
+    /// Motion features of the MOS pipeline suite
+    #[arg(long, default_value = "causal")]
+    pub motion: kdseg::features::MotionMode,
+    /// Timed scans (MOS) or steps (training)
+    #[arg(long)]
+    pub runs: Option<usize>,
+    /// Training suite in float32 instead of bf16 mixed precision
+    #[arg(long)]
+    pub fp32: bool,
+    /// Name the record file (default: the suite), e.g. mos-bf16
+    #[arg(long)]
+    pub name: Option<String>,
 }
 
 fn default_out() -> PathBuf {
     Path::new("benchmarks").join(bench::machine_slug())
 }
 
-fn save(record: &BenchRecord, out: &Path) -> Result<()> {
+fn save(record: &BenchRecord, out: &Path, name: Option<&str>) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let path = out.join(format!("{}.json", record.suite));
+    let path = out.join(format!("{}.json", name.unwrap_or(&record.suite)));
     std::fs::write(&path, serde_json::to_string_pretty(record)?).with_context(|| format!("writing {}", path.display()))?;
     for m in &record.metrics {
         let verdict = match m.meets_target {
@@ -64,11 +93,28 @@ pub fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Run(args) => {
             let all = args.suite == Suite::All;
+            let name = args.name.as_deref();
+            let cpu = args.device.resolve().map(|d| d == tch::Device::Cpu).unwrap_or(true);
             if all || args.suite == Suite::Decode {
-                save(&bench::decode_cloud(120_000, 500), &args.out)?;
+                save(&bench::decode_cloud(120_000, 500), &args.out, name)?;
             }
             if all || args.suite == Suite::Bag {
-                save(&bench::bag_read(&args.scratch, 150, 120_000)?, &args.out)?;
+                save(&bench::bag_read(&args.scratch, 150, 120_000)?, &args.out, name)?;
+            }
+            if all || args.suite == Suite::Sim {
+                save(&pipeline::simulator(1000)?, &args.out, name)?;
+            }
+            if all || args.suite == Suite::Mos {
+                let runs = args.runs.unwrap_or(if cpu { 12 } else { 200 });
+                let record = pipeline::mos_pipeline(&args.weights, args.device, args.precision, args.motion, runs).map_err(anyhow::Error::msg)?;
+                save(&record, &args.out, name)?;
+            }
+            if args.suite == Suite::Precision {
+                save(&pipeline::precision_agreement(&args.weights, args.device, args.runs.unwrap_or(40)).map_err(anyhow::Error::msg)?, &args.out, name)?;
+            }
+            if all || args.suite == Suite::Train {
+                let steps = args.runs.unwrap_or(if cpu { 3 } else { 30 });
+                save(&pipeline::train_step(args.device, 8, steps, !args.fp32 && !cpu).map_err(anyhow::Error::msg)?, &args.out, name)?;
             }
             Ok(())
         }

@@ -71,10 +71,9 @@ pub fn engine(config: &Config) -> Result<MosEngine> {
 
 /// Warns when the weights' model card says they were trained for other motion features.
 fn check_card(weights: &Path, motion: MotionMode) {
-    let card = weights.with_extension("yaml");
-    let Ok(text) = std::fs::read_to_string(&card) else { return };
-    let Ok(value) = serde_yaml::from_str::<serde_yaml::Value>(&text) else { return };
-    if let Some(trained) = value.get("motion").and_then(|m| m.as_str()) {
+    let weights = kdseg::mos::engine::resolve_weights(weights);
+    let Some(card) = kdseg::model::ModelCard::read(&weights) else { return };
+    if let Some(trained) = card.motion.as_deref() {
         if trained != motion.to_string() {
             log::warn!("{} was trained with {trained} motion features, but {motion} features are in use", weights.display());
         }
@@ -188,8 +187,20 @@ pub struct EvalArgs {
     #[arg(long)]
     pub dataset: Option<PathBuf>,
     /// Prediction root (OUT of `kdseg infer`)
+    #[arg(long, required_unless_present = "weights", conflicts_with = "weights")]
+    pub predictions: Option<PathBuf>,
+    /// Evaluate a network directly instead of prediction files (motion features computed online)
     #[arg(long)]
-    pub predictions: PathBuf,
+    pub weights: Option<PathBuf>,
+    /// The network's motion features: causal, reference or both (default: its model card, or both
+    /// for 16 motion channels)
+    #[arg(long)]
+    pub motion: Option<kdseg::train::data::MotionInput>,
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Also write the scores as JSON
+    #[arg(long)]
+    pub json: Option<PathBuf>,
     /// Sequences to evaluate
     #[arg(long, num_args = 1.., value_delimiter = ',')]
     pub sequences: Vec<String>,
@@ -202,15 +213,48 @@ pub struct EvalArgs {
 
 pub fn eval(args: EvalArgs) -> Result<()> {
     let config = super::bag::load_config(&args.config)?;
+    let dataset = args.dataset.or(config.dataset.root.clone()).context("give --dataset (or dataset.root in the configuration)")?;
+    let splits = config.dataset.splits_for(&dataset)?;
     let sequences = match &args.split {
-        Some(name) => config.dataset.splits.get(name).with_context(|| format!("unknown split '{name}' (train, valid, test)"))?.to_vec(),
+        Some(name) => splits.get(name).with_context(|| format!("unknown split '{name}' (train, valid, test)"))?.to_vec(),
         None if !args.sequences.is_empty() => args.sequences.clone(),
         None => bail!("give --sequences or --split"),
     };
-    let dataset = args.dataset.or(config.dataset.root).context("give --dataset (or dataset.root in the configuration)")?;
-    let report = evaluation::evaluate(&dataset, &args.predictions, &sequences)?;
+    let report = match (&args.predictions, &args.weights) {
+        (Some(predictions), _) => evaluation::evaluate(&dataset, predictions, &sequences)?,
+        (None, Some(weights)) => evaluate_network(weights, args.motion, args.device, &dataset, &sequences)?,
+        (None, None) => bail!("give --predictions or --weights"),
+    };
     print!("{}", report.render());
+    if let Some(path) = &args.json {
+        let s = report.confusion.scores();
+        let json = serde_json::json!({
+            "sequences": report.sequences, "scans": report.scans, "iou_moving": s.iou_moving, "iou_static": s.iou_static,
+            "accuracy": s.accuracy, "tp_moving": s.tp_moving, "fp_moving": s.fp_moving, "fn_moving": s.fn_moving,
+            "confusion": report.confusion.counts, "weights": args.weights, "date": kdseg::bench::today(),
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&json)?).with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok(())
+}
+
+/// Runs a network over sequences (motion features online, in order) and scores it officially.
+fn evaluate_network(weights: &Path, motion: Option<kdseg::train::data::MotionInput>, device: DeviceChoice, root: &Path, sequences: &[String]) -> Result<evaluation::MosReport> {
+    use kdseg::train::data::{self, LoadOptions, MotionInput};
+    let device = device.resolve().map_err(anyhow::Error::msg)?;
+    let net = kdseg::model::PolarBevNet::from_checkpoint(weights, device)?;
+    let from_card = kdseg::model::ModelCard::read(weights).and_then(|c| c.motion).and_then(|m| m.parse::<MotionInput>().ok());
+    let motion = motion.or(from_card).unwrap_or(if net.config.motion_channels == 16 { MotionInput::Both } else { MotionInput::Causal });
+    anyhow::ensure!(motion.channels() == net.config.motion_channels, "{} takes {} motion channels, {motion:?} gives {}", weights.display(), net.config.motion_channels, motion.channels());
+    let mut confusion = evaluation::MosConfusion::default();
+    let mut scans = 0;
+    for id in sequences {
+        // one sequence at a time, so that only one is held in memory
+        let loaded = data::load_sequences(root, std::slice::from_ref(id), &LoadOptions { motion, device, drop_few_static_frames: false, residual_kind: Kind::Float })?;
+        confusion.merge(&kdseg::train::evaluate(&net, &loaded, 4, Kind::Float));
+        scans += loaded.len();
+    }
+    Ok(evaluation::MosReport { confusion, scans, sequences: sequences.to_vec() })
 }
 
 #[derive(Debug, Subcommand)]

@@ -130,7 +130,8 @@ fn run(mut config: Config, args: &TrainArgs, what: &str) -> Result<()> {
     bar.set_style(ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> "));
     bar.set_prefix(what.to_string());
     let mut progress = Bar(bar);
-    let report = train::train(&config.train, &root, &config.dataset.splits, &mut progress, &interrupted)?;
+    let splits = config.dataset.splits_for(&root)?;
+    let report = train::train(&config.train, &root, &splits, &mut progress, &interrupted)?;
     progress.0.finish();
     write_card(&config.train, &report)?;
     println!("{what}: {} steps ({:.2} epochs) in {:.0} s, {:.1} ms/step on {} ({})", report.steps, report.epochs, report.wall_s, report.mean_step_ms, report.device, report.precision);
@@ -157,6 +158,7 @@ fn write_card(config: &TrainConfig, report: &train::RunReport) -> Result<()> {
         "steps": report.steps,
         "kd_weight": config.kd_weight,
         "best_valid_iou": report.best_valid_iou,
+        "grid": config.grid,
         "date": kdseg::bench::today(),
     }))?;
     let path = config.out.join("best.yaml");
@@ -183,8 +185,12 @@ pub struct LogitArgs {
     pub weights: PathBuf,
     #[arg(long)]
     pub dataset: PathBuf,
-    #[arg(long, num_args = 1.., value_delimiter = ',', required = true)]
+    /// Sequences to write logits for
+    #[arg(long, num_args = 1.., value_delimiter = ',', required_unless_present = "split")]
     pub sequences: Vec<String>,
+    /// A split of the dataset instead of --sequences (train, valid, test)
+    #[arg(long, conflicts_with = "sequences")]
+    pub split: Option<String>,
     #[arg(long)]
     pub out: PathBuf,
     /// Motion features the teacher was trained with (default: both for 16 motion channels)
@@ -223,7 +229,11 @@ pub fn teacher(command: TeacherCommand) -> Result<()> {
             };
             anyhow::ensure!(motion.channels() == net.config.motion_channels, "{} takes {} motion channels but {motion:?} gives {}", args.weights.display(), net.config.motion_channels, motion.channels());
             let options = LoadOptions { motion, device, drop_few_static_frames: !args.all_frames, residual_kind: Kind::Float };
-            let scans: Vec<Scan> = data::load_sequences(&args.dataset, &args.sequences, &options)?;
+            let sequences = match &args.split {
+                Some(name) => kdseg::config::DatasetConfig::default().splits_for(&args.dataset)?.get(name).with_context(|| format!("unknown split '{name}'"))?.to_vec(),
+                None => args.sequences.clone(),
+            };
+            let scans: Vec<Scan> = data::load_sequences(&args.dataset, &sequences, &options)?;
             let names = if args.frame_names { TeacherLogitNames::Frame } else { TeacherLogitNames::FilteredIndex };
             let bar = ProgressBar::new(scans.len() as u64);
             for chunk in scans.chunks(4) {
@@ -247,4 +257,23 @@ pub fn teacher(command: TeacherCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct ResultsArgs {
+    /// Folder of run directories (each with run.json and test.json) and the data's split.yaml
+    #[arg(long, default_value = "results/experiments")]
+    pub runs: PathBuf,
+    #[arg(long, default_value = "RESULTS.md")]
+    pub out: PathBuf,
+}
+
+pub fn results(args: ResultsArgs) -> Result<()> {
+    let rows = kdseg::results::read_rows(&args.runs).map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(!rows.is_empty(), "no runs with run.json and test.json under {}", args.runs.display());
+    let manifest = std::fs::read_to_string(args.runs.join("split.yaml")).ok();
+    let text = kdseg::results::render(&rows, manifest.as_deref(), "kdseg results");
+    std::fs::write(&args.out, text).with_context(|| format!("writing {}", args.out.display()))?;
+    println!("wrote {} ({} runs)", args.out.display(), rows.len());
+    Ok(())
 }

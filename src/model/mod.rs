@@ -185,6 +185,10 @@ impl PolarBevNet {
         let config = checkpoint::infer_config(path, &tensors)?;
         let mut net = PolarBevNet::new(config, device);
         checkpoint::load_strict(&mut net.vs, path, tensors)?;
+        // a network trained on another grid says so in its model card
+        if let Some(grid) = ModelCard::read(path).and_then(|c| c.grid) {
+            net.grid.size = grid;
+        }
         Ok(net)
     }
 
@@ -242,6 +246,25 @@ impl PolarBevNet {
     pub fn voxel_logits(&self, bev: &Tensor) -> Tensor {
         let (b, h, w) = (bev.size()[0], self.grid.size[0], self.grid.size[1]);
         bev.view([b, self.grid.size[2], self.config.classes, h, w]).permute([0, 2, 3, 4, 1])
+    }
+}
+
+/// What `<weights>.yaml` next to a checkpoint says about it (written by `kdseg train`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ModelCard {
+    /// Motion features the network was trained with: causal, reference or both.
+    pub motion: Option<String>,
+    /// Grid size when it is not the reference's 480 × 360 × 32.
+    pub grid: Option<[i64; 3]>,
+    #[serde(flatten)]
+    pub other: std::collections::BTreeMap<String, serde_yaml::Value>,
+}
+
+impl ModelCard {
+    /// The card of `weights` (`best.safetensors` → `best.yaml`), if there is one.
+    pub fn read(weights: &Path) -> Option<ModelCard> {
+        let text = std::fs::read_to_string(weights.with_extension("yaml")).ok()?;
+        serde_yaml::from_str(&text).ok()
     }
 }
 

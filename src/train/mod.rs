@@ -16,7 +16,7 @@ pub mod optimizer;
 pub mod plot;
 
 use crate::config::SplitConfig;
-use crate::evaluation::{MosConfusion, MosScores};
+use crate::evaluation::MosConfusion;
 use crate::features::PolarGrid;
 use crate::model::{BevInput, CheckpointError, NetConfig, PolarBevNet, Variant};
 use crate::mos::{inverse_label, DeviceChoice};
@@ -334,8 +334,8 @@ pub fn voxel_targets(net: &PolarBevNet, batch: &Batch, bev: &Tensor) -> (Tensor,
     (logits, labels)
 }
 
-/// Moving IoU (official rules) of `net` on `scans`, in evaluation mode.
-pub fn evaluate(net: &PolarBevNet, scans: &[Scan], batch_size: usize, kind: Kind) -> MosScores {
+/// The official MOS confusion of `net` on `scans`, in evaluation mode.
+pub fn evaluate(net: &PolarBevNet, scans: &[Scan], batch_size: usize, kind: Kind) -> MosConfusion {
     let _guard = tch::no_grad_guard();
     let mut confusion = MosConfusion::default();
     for chunk in scans.chunks(batch_size.max(1)) {
@@ -353,7 +353,7 @@ pub fn evaluate(net: &PolarBevNet, scans: &[Scan], batch_size: usize, kind: Kind
             offset += n;
         }
     }
-    confusion.scores()
+    confusion
 }
 
 /// Saves the training state (parameters, momentum, step) atomically.
@@ -488,7 +488,7 @@ pub fn train(config: &TrainConfig, root: &Path, splits: &SplitConfig, progress: 
         let mut valid_iou = String::new();
         if step % validate_every == 0 || step == total {
             if !valid_scans.is_empty() {
-                let scores = evaluate(&net, &valid_scans, config.batch_size, kind);
+                let scores = evaluate(&net, &valid_scans, config.batch_size, kind).scores();
                 let improved = best.is_none_or(|(b, _)| scores.iou_moving > b);
                 if improved {
                     best = Some((scores.iou_moving, step));
