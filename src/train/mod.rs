@@ -488,7 +488,8 @@ pub fn train(config: &TrainConfig, root: &Path, splits: &SplitConfig, progress: 
         let mut valid_iou = String::new();
         if step % validate_every == 0 || step == total {
             if !valid_scans.is_empty() {
-                let scores = evaluate(&net, &valid_scans, config.batch_size, kind).scores();
+                // validation in float32, as the evaluation of the finished network runs
+                let scores = evaluate(&net, &valid_scans, config.batch_size, Kind::Float).scores();
                 let improved = best.is_none_or(|(b, _)| scores.iou_moving > b);
                 if improved {
                     best = Some((scores.iou_moving, step));
