@@ -18,7 +18,7 @@ STEPS=${STEPS:-1200}
 SCANS=${SCANS:-225}
 TRAIN=${TRAIN:-9}
 VALID=${VALID:-3}
-TEST=${TEST:-3}
+TEST=${TEST:-9}
 SEED=${SEED:-1000}
 VALIDATE_EVERY=${VALIDATE_EVERY:-300}
 DEADLINE=${DEADLINE:-0}
@@ -67,5 +67,7 @@ row student_causal --motion causal --kd-weight 0
 row student_causal_kd --motion causal --kd-weight 0.3 --teacher-logits "$RUNS/teacher_logits"
 row student_reference --motion reference --kd-weight 0
 row student_reference_kd --motion reference --kd-weight 0.3 --teacher-logits "$RUNS/teacher_logits"
+# a fix attempt for the causal student: a sharper teacher distribution (T = 2)
+row student_causal_kd_t2 --motion causal --kd-weight 0.3 --temperature 2 --teacher-logits "$RUNS/teacher_logits"
 "$KDSEG" results --runs "$RUNS" --out "$RUNS/RESULTS.md"
 log "done: $RUNS/RESULTS.md"
