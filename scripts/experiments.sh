@@ -8,7 +8,8 @@
 #   5. every network scored on the test sequences; the report rendered by `kdseg results`.
 # Every run has the same budget (STEPS steps at batch 8). The script is resumable: finished stages are
 # skipped and an interrupted training run continues from its last checkpoint. With DEADLINE (seconds
-# since the epoch) it stops in time and exits 75, so that it can be called again.
+# since the epoch) it stops in time and exits 75, so that it can be called again; SKIP="name ..."
+# leaves runs out for now.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KDSEG=${KDSEG:-target/release/kdseg}
@@ -51,6 +52,7 @@ cp "$DATA/split.yaml" "$RUNS/split.yaml"
 row() {
   local name=$1; shift
   if [ -f "$RUNS/$name/test.json" ]; then return; fi
+  case " ${SKIP:-} " in *" $name "*) log "skipping $name (SKIP)"; return ;; esac
   log "training $name"
   run "$KDSEG" train --dataset "$DATA" --out "$RUNS/$name" --max-steps "$STEPS" --validate-every "$VALIDATE_EVERY" --device "$DEVICE" "$@"
   log "testing $name"
