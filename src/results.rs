@@ -113,7 +113,7 @@ pub fn render(rows: &[Row], data_manifest: Option<&str>, command: &str) -> Strin
             let delta = (kd.test.iou_moving - plain.test.iou_moving) * 100.0;
             let verdict = if delta > 0.0 { "beats" } else { "does not beat" };
             out.push_str(&format!(
-                "- {} motion features: the distilled student ({}) {} the student trained on labels only ({}): test moving IoU {:.4} against {:.4}, {:+.2} points.\n",
+                "- {} motion features: the best distilled student ({}) {} the student trained on labels only ({}): test moving IoU {:.4} against {:.4}, {:+.2} points.\n",
                 motion_name(motion),
                 kd.name,
                 verdict,
@@ -122,21 +122,37 @@ pub fn render(rows: &[Row], data_manifest: Option<&str>, command: &str) -> Strin
                 plain.test.iou_moving,
                 delta
             ));
+            for k in students(motion, true) {
+                let ratio = |a: u64, b: u64| if b == 0 { f64::NAN } else { a as f64 / b as f64 };
+                out.push_str(&format!(
+                    "  - {} (T = {}): false positives ×{:.2}, false negatives ×{:.2} of {}'s; validation moving IoU {:.4} against {:.4}.\n",
+                    k.name,
+                    k.run.config.temperature,
+                    ratio(k.test.fp_moving, plain.test.fp_moving),
+                    ratio(k.test.fn_moving, plain.test.fn_moving),
+                    plain.name,
+                    k.run.best_valid_iou.unwrap_or(f64::NAN),
+                    plain.run.best_valid_iou.unwrap_or(f64::NAN)
+                ));
+            }
         }
     }
     let teachers: Vec<&Row> = rows.iter().filter(|r| r.role() == "teacher").collect();
     for t in &teachers {
-        let best_plain = rows.iter().filter(|r| r.role() == "student, no KD").max_by(|a, b| a.test.iou_moving.total_cmp(&b.test.iou_moving));
-        if let Some(p) = best_plain {
+        for p in rows.iter().filter(|r| r.role() == "student, no KD") {
+            let valid = |r: &Row| r.run.best_valid_iou.unwrap_or(f64::NAN);
             out.push_str(&format!(
-                "- The teacher ({}: {} motion features, width {}) reaches {:.4} test moving IoU, {:+.2} points over the best student without KD ({}, {:.4}).\n",
+                "- Teacher strength: {} ({} motion features, width {}) against {}: validation moving IoU {:.4} against {:.4} ({:+.2} points), test {:.4} against {:.4} ({:+.2} points).\n",
                 t.name,
                 motion_name(t.run.config.model.motion),
                 t.run.config.model.width,
-                t.test.iou_moving,
-                (t.test.iou_moving - p.test.iou_moving) * 100.0,
                 p.name,
-                p.test.iou_moving
+                valid(t),
+                valid(p),
+                (valid(t) - valid(p)) * 100.0,
+                t.test.iou_moving,
+                p.test.iou_moving,
+                (t.test.iou_moving - p.test.iou_moving) * 100.0
             ));
         }
     }
@@ -145,7 +161,13 @@ pub fn render(rows: &[Row], data_manifest: Option<&str>, command: &str) -> Strin
         out.push_str(&format!("- Budget: every run trained for {} steps at batch {} (same data, same schedule).\n", if min == max { min.to_string() } else { format!("{min}–{max}") }, rows.first().map(|r| r.run.config.batch_size).unwrap_or(0)));
     }
     if let Some(first) = rows.first() {
-        out.push_str(&format!("- Training scans (after dropping frames without moving points except every 10th): {}; validation scans: {}; test scans: {}.\n", first.run.train_scans, first.run.valid_scans, first.test.scans));
+        out.push_str(&format!(
+            "- Training scans used (KDMOS's `drop_few_static_frames`: frames without moving points dropped except every 10th): {}; validation scans: {}; test scans: {} in {} sequences.\n",
+            first.run.train_scans,
+            first.run.valid_scans,
+            first.test.scans,
+            first.test.sequences.len()
+        ));
     }
     out.push_str("\nTraining curves (loss, learning rate, validation moving IoU): ");
     out.push_str(&rows.iter().map(|r| format!("[{}](results/experiments/{}/curves.png)", r.name, r.name)).collect::<Vec<_>>().join(", "));
