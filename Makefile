@@ -24,7 +24,7 @@ demo: build
 	$(ENV) && scripts/demo.sh
 
 bench: build
-	$(ENV) && target/release/kdseg bench all --out benchmarks/cpu
+	$(ENV) && target/release/kdseg bench run all --out benchmarks/cpu-2core
 	$(ENV) && target/release/kdseg bench report --results benchmarks --out BENCHMARKS.md
 
 bench-report: build

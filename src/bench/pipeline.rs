@@ -132,7 +132,7 @@ pub fn mos_pipeline(weights: &std::path::Path, device: crate::mos::DeviceChoice,
 /// How far reduced-precision labels are from float32 labels, on the same scans.
 pub fn precision_agreement(weights: &std::path::Path, device: crate::mos::DeviceChoice, scans: usize) -> Result<BenchRecord, String> {
     let data = simulated_scans(scans, 11).map_err(|e| e.to_string())?;
-    let mut record = BenchRecord::new("mos", "Reduced precision against float32 labels");
+    let mut record = BenchRecord::new("precision", "Reduced precision against float32 labels");
     let labels_of = |precision: Precision| -> Result<Vec<Vec<u8>>, String> {
         let config = EngineConfig { weights: weights.to_path_buf(), device, precision, motion: MotionMode::Causal, intensity_scale: 1.0 };
         let mut engine = MosEngine::new(&config).map_err(|e| e.to_string())?;

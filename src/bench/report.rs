@@ -39,5 +39,5 @@ pub fn render_report(records: &[BenchRecord], regenerate_command: &str) -> Strin
 }
 
 fn suite_rank(suite: &str) -> usize {
-    ["decode", "bag", "sim", "mos", "train", "node"].iter().position(|s| *s == suite).unwrap_or(usize::MAX)
+    ["decode", "bag", "sim", "mos", "precision", "train", "node"].iter().position(|s| *s == suite).unwrap_or(usize::MAX)
 }
