@@ -284,8 +284,21 @@ impl Config {
     pub fn from_yaml(text: &str, name: &str) -> Result<Config, ConfigError> {
         let parse_err = |e: serde_yaml::Error| ConfigError::Parse { file: name.to_string(), reason: e.to_string() };
         let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(parse_err)?;
-        let value = unwrap_ros_parameters(value);
-        let config: Config = if value.is_null() { Config::default() } else { serde_yaml::from_value(value).map_err(parse_err)? };
+        if value.is_null() {
+            let config = Config::default();
+            config.validate()?;
+            return Ok(config);
+        }
+        // Deserialising from text (not from a Value) makes serde_yaml name the key that is wrong
+        // ("mos.precision: unknown variant ..."); a ROS parameters file is re-rendered without its
+        // `/**: ros__parameters:` wrapper first, so its line numbers are those of the parameters.
+        let config: Config = match unwrap_ros_parameters(value) {
+            Some(params) => {
+                let text = serde_yaml::to_string(&params).map_err(parse_err)?;
+                serde_yaml::from_str(&text).map_err(parse_err)?
+            }
+            None => serde_yaml::from_str(text).map_err(parse_err)?,
+        };
         config.validate()?;
         Ok(config)
     }
@@ -352,17 +365,12 @@ impl Config {
 }
 
 /// `{"/**": {"ros__parameters": X}}` (or any single node key) → `X`.
-fn unwrap_ros_parameters(value: serde_yaml::Value) -> serde_yaml::Value {
-    if let serde_yaml::Value::Mapping(map) = &value {
-        if map.len() == 1 {
-            if let Some((_, inner)) = map.iter().next() {
-                if let Some(params) = inner.as_mapping().and_then(|m| m.get("ros__parameters")) {
-                    return params.clone();
-                }
-            }
-        }
+fn unwrap_ros_parameters(value: serde_yaml::Value) -> Option<serde_yaml::Value> {
+    let serde_yaml::Value::Mapping(map) = &value else { return None };
+    if map.len() != 1 {
+        return None;
     }
-    value
+    map.iter().next().and_then(|(_, inner)| inner.as_mapping()).and_then(|m| m.get("ros__parameters")).cloned()
 }
 
 #[cfg(test)]
@@ -394,5 +402,10 @@ mod tests {
         assert!(err.contains("pose.lookup_timeout_s"), "{err}");
         let err = Config::from_yaml("topics:\n  lidar: ''\n", "x.yaml").unwrap_err().to_string();
         assert!(err.contains("topics.lidar"), "{err}");
+        // wrong variants name their key, in plain files and in ROS parameters files
+        let err = Config::from_yaml("mos:\n  precision: fp12\n", "x.yaml").unwrap_err().to_string();
+        assert!(err.contains("mos.precision") && err.contains("fp12") && err.contains("line 2"), "{err}");
+        let err = Config::from_yaml("/**:\n  ros__parameters:\n    mos:\n      device: tpu\n", "p.yaml").unwrap_err().to_string();
+        assert!(err.contains("mos.device") && err.contains("tpu"), "{err}");
     }
 }

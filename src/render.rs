@@ -88,6 +88,43 @@ pub fn label_colors(labels: &[u32]) -> Vec<u32> {
     labels.iter().map(|&l| label_color(l)).collect()
 }
 
+/// Colours of predictions against ground truth, for [`outcome_colors`].
+pub mod outcome {
+    /// Moving, predicted moving.
+    pub const TRUE_MOVING: u32 = 0xE8302A;
+    /// Static, but predicted moving.
+    pub const FALSE_MOVING: u32 = 0xFFB000;
+    /// Moving, but predicted static.
+    pub const MISSED_MOVING: u32 = 0x2E8BFF;
+    /// Static, predicted static.
+    pub const STATIC: u32 = 0x8C8C8C;
+    /// Unlabelled in the ground truth (ignored by the evaluation).
+    pub const IGNORED: u32 = 0x4A4A50;
+}
+
+/// Colours that show what a MOS prediction got right and wrong: moving points red, false alarms amber,
+/// missed moving points blue, static grey, unlabelled dark (classes as the official evaluation maps
+/// raw ids). Without ground truth, predicted moving points are red and the rest grey.
+pub fn outcome_colors(predicted: &[u32], ground_truth: Option<&[u32]>) -> Result<Vec<u32>, RenderError> {
+    use crate::evaluation::{mos_class, IGNORED, MOVING};
+    let moving = |raw: u32| mos_class(raw) == MOVING;
+    match ground_truth {
+        None => Ok(predicted.iter().map(|&p| if moving(p) { outcome::TRUE_MOVING } else { outcome::STATIC }).collect()),
+        Some(truth) if truth.len() != predicted.len() => Err(RenderError::ColorCount { points: truth.len(), colors: predicted.len() }),
+        Some(truth) => Ok(predicted
+            .iter()
+            .zip(truth)
+            .map(|(&p, &t)| match (mos_class(t), moving(p)) {
+                (IGNORED, _) => outcome::IGNORED,
+                (MOVING, true) => outcome::TRUE_MOVING,
+                (MOVING, false) => outcome::MISSED_MOVING,
+                (_, true) => outcome::FALSE_MOVING,
+                (_, false) => outcome::STATIC,
+            })
+            .collect()),
+    }
+}
+
 /// Draws `cloud` from above with one colour (`0xRRGGBB`) per point.
 pub fn render_bev(cloud: &PointCloud, colors: &[u32], options: &BevOptions) -> Result<BevImage, RenderError> {
     if colors.len() != cloud.len() {
@@ -176,5 +213,16 @@ mod tests {
         // 10 m to the left is 10 pixels left of the centre; the higher (blue) point wins
         assert_eq!(pixel(10, 20), [0, 0, 255]);
         assert!(render_bev(&cloud, &[0], &options).is_err());
+    }
+
+    #[test]
+    fn outcome_colours_follow_the_official_classes() {
+        // predictions: moving, moving, static, static, moving; truth: moving car, static car, moving person, road, unlabelled
+        let predicted = [251, 251, 9, 9, 251];
+        let truth = [252, 10, 254, 40, 0];
+        let colors = outcome_colors(&predicted, Some(&truth)).unwrap();
+        assert_eq!(colors, vec![outcome::TRUE_MOVING, outcome::FALSE_MOVING, outcome::MISSED_MOVING, outcome::STATIC, outcome::IGNORED]);
+        assert_eq!(outcome_colors(&predicted, None).unwrap()[..3], [outcome::TRUE_MOVING, outcome::TRUE_MOVING, outcome::STATIC]);
+        assert!(outcome_colors(&predicted, Some(&truth[..2])).is_err());
     }
 }

@@ -7,8 +7,9 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use kdseg::bag::WriterOptions;
 use kdseg::config::TopicConfig;
+use kdseg::dataset::semantic_kitti::{prediction_path, read_label_file};
 use kdseg::dataset::KittiSequence;
-use kdseg::render::{label_colors, render_bev, BevOptions};
+use kdseg::render::{label_colors, outcome_colors, render_bev, BevOptions};
 use kdseg::sim::output::{self, BagTarget, KittiPoses, KittiTarget, SplitPlan};
 use kdseg::sim::{self, LidarConfig, LidarPreset, Preset, SequenceStats, SimConfig, Simulator};
 use std::path::{Path, PathBuf};
@@ -96,6 +97,10 @@ pub struct Render {
     /// Metres per pixel
     #[arg(long, default_value_t = 0.1)]
     pub resolution: f64,
+    /// Prediction root (OUT of `kdseg infer`): colour the scan by prediction against ground truth
+    /// (moving red, false alarms amber, missed moving blue, static grey) instead of by label
+    #[arg(long)]
+    pub predictions: Option<PathBuf>,
 }
 
 fn parse_presets(text: &str) -> Result<Vec<Preset>> {
@@ -235,14 +240,29 @@ pub fn render(args: Render) -> Result<()> {
     }
     let cloud = sequence.read_scan(args.scan)?;
     let labels = sequence.read_labels(args.scan, cloud.len())?;
-    // without labels everything is drawn as static
-    let colors = match &labels {
-        Some(labels) => label_colors(labels),
-        None => vec![0xB4B4B4; cloud.len()],
+    let (colors, coloured_by) = match &args.predictions {
+        Some(root) => {
+            let path = prediction_path(root, &sequence.id, &sequence.scan_name(args.scan));
+            let predicted = read_label_file(&path)?;
+            if predicted.len() != cloud.len() {
+                bail!("{}: {} predictions for a scan of {} points", path.display(), predicted.len(), cloud.len());
+            }
+            let how = if labels.is_some() {
+                "prediction against ground truth: moving red, false alarms amber, missed moving blue, static grey"
+            } else {
+                "prediction (no ground truth): moving red, static grey"
+            };
+            (outcome_colors(&predicted, labels.as_deref())?, how)
+        }
+        // without labels everything is drawn as static
+        None => match &labels {
+            Some(labels) => (label_colors(labels), "label"),
+            None => (vec![0xB4B4B4; cloud.len()], "nothing (no labels)"),
+        },
     };
     let options = BevOptions { extent_m: args.extent, resolution_m: args.resolution, ..Default::default() };
     let image = render_bev(&cloud, &colors, &options)?;
     image.write_png(&args.out)?;
-    println!("wrote {} ({}×{} px, {} points{})", args.out.display(), image.width, image.height, cloud.len(), if labels.is_some() { ", coloured by label" } else { "" });
+    println!("wrote {} ({}×{} px, {} points, coloured by {coloured_by})", args.out.display(), image.width, image.height, cloud.len());
     Ok(())
 }

@@ -48,8 +48,8 @@ pub fn moving_class(variant: Variant) -> i64 {
 }
 
 /// `auto`, `cpu`, `cuda` or `cuda:N`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(into = "String")]
 pub enum DeviceChoice {
     Auto,
     Cpu,
@@ -75,10 +75,20 @@ impl DeviceChoice {
     }
 }
 
-impl TryFrom<String> for DeviceChoice {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
+// A visitor rather than `try_from`: serde_yaml then reports a bad value with its key ("mos.device").
+impl<'de> Deserialize<'de> for DeviceChoice {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Choice;
+        impl serde::de::Visitor<'_> for Choice {
+            type Value = DeviceChoice;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("auto, cpu, cuda or cuda:N")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<DeviceChoice, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Choice)
     }
 }
 

@@ -106,6 +106,7 @@ def main():
 
     report = {"scans": len(scans), "received": 0, "missing": [], "point_count_mismatch": 0, "header_mismatch": 0, "labels_checked": 0}
     tp = fp = fn = 0
+    per_scan = []  # [tp, fp, fn] of each received scan, None while the labels are "unknown"
     for k, cloud in enumerate(scans):
         t = stamp_ns(cloud.header.stamp)
         if args.sim_time:
@@ -136,18 +137,21 @@ def main():
             report["point_count_mismatch"] += 1
         predicted = field_array(out, "label", np.uint32)
         if predicted.max(initial=0) == 0:
+            per_scan.append(None)
             continue  # history too short: labels are "unknown"
         truth = field_array(cloud, "label", np.uint32) & 0xFFFF
         gt_moving = (truth >= 251) & (truth <= 259)
         labelled = truth > 1
         pm = predicted == 251
         tp += int(np.sum(pm & gt_moving & labelled))
-        fp += int(np.sum(pm & ~gt_moving & labelled))
-        fn += int(np.sum(~pm & gt_moving & labelled))
+        counts = [int(np.sum(pm & gt_moving & labelled)), int(np.sum(pm & ~gt_moving & labelled)), int(np.sum(~pm & gt_moving & labelled))]
+        per_scan.append(counts)
+        tp, fp, fn = tp + counts[0], fp + counts[1], fn + counts[2]
         report["labels_checked"] += 1
     spin_until(lambda: False, 2.5)  # one more diagnostics period
     report["iou_moving"] = tp / (tp + fp + fn) if tp + fp + fn > 0 else None
     report["tp_fp_fn"] = [tp, fp, fn]
+    report["per_scan"] = per_scan
     report["point_labels"] = len(labels)
     report["point_labels_sizes_ok"] = all(len(m.labels) == m.width * m.height and len(m.scores) == len(m.labels) for m in labels.values())
     report["moving_clouds"] = len(moving)
