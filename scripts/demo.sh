@@ -45,8 +45,10 @@ cat <<EOF
 
 Done. In $out:
   drive.mcap      the simulated drive (/velodyne_points with ground-truth labels, /odom, /tf)
-  labelled.mcap   the drive plus /kdseg/labelled_points (label, rgb), /kdseg/moving_points, /kdseg/labels
+  labelled.mcap   the drive plus /kdseg/labelled_points (label, score, rgb), /kdseg/moving_points,
+                  /kdseg/static_points and /kdseg/point_labels
+  predictions/    one .label file per scan (SemanticKITTI ids: 251 moving, 250 movable, 9 static)
   scores.json     moving IoU of the whole drive
-  scan_$last.png    moving points red, false alarms amber, missed moving points blue, static grey
+  scan_$last.png  moving points red, false alarms amber, missed moving points blue, static grey
 View the labelled bag in RViz with:  ros2 bag play $out/labelled.mcap  and  rviz2 -d rviz/kdseg.rviz
 EOF
