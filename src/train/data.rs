@@ -202,13 +202,14 @@ pub fn attach_teacher_logits(scans: &mut [Scan], dir: &Path, names: TeacherLogit
         }
         let logits = Tensor::read_npy(&path).map_err(|e| err(e.to_string()))?;
         let n = scan.len() as i64;
-        if logits.numel() as i64 != n * 4 {
-            return Err(err(format!("holds {} values, the scan ({} frame {}) needs {n} × 4", logits.numel(), scan.sequence, scan.frame)));
+        // [N, 4] exactly: a transposed [4, N] array has the right size but the wrong rows
+        if logits.size() != [n, 4] {
+            return Err(err(format!("has shape {:?}, the scan ({} frame {}) needs [{n}, 4] (rows in .bin order)", logits.size(), scan.sequence, scan.frame)));
         }
         if logits.kind() != Kind::Float {
             return Err(err(format!("is {:?}, expected float32", logits.kind())));
         }
-        scan.teacher = Some(logits.view([n, 4]).to_kind(kind).to_device(scan.xyz.device()));
+        scan.teacher = Some(logits.to_kind(kind).to_device(scan.xyz.device()));
     }
     Ok(())
 }

@@ -182,6 +182,12 @@ impl TrainConfig {
         if !(self.temperature > 0.0) {
             return bad("temperature", format!("{} must be positive", self.temperature));
         }
+        if !(self.warmup_epochs >= 0.0) {
+            return bad("warmup_epochs", format!("{} must not be negative", self.warmup_epochs));
+        }
+        if !(self.lr_decay > 0.0 && self.lr_decay <= 1.0) {
+            return bad("lr_decay", format!("{} must be in (0, 1]", self.lr_decay));
+        }
         if self.kd_weight < 0.0 {
             return bad("kd_weight", format!("{} must not be negative", self.kd_weight));
         }
@@ -357,6 +363,23 @@ pub fn evaluate(net: &PolarBevNet, scans: &[Scan], batch_size: usize, kind: Kind
 }
 
 /// Saves the training state (parameters, momentum, step) atomically.
+const LOG_HEADER: &str = "step,epoch,lr,loss,lovasz,cross_entropy,nckd,tckd,step_ms,valid_iou";
+
+/// Opens `log.csv` for a run at `step`: from step 0 (also `--no-resume` over an old run) a new log;
+/// when resuming, the old log without the rows after the checkpoint, which the run repeats.
+fn open_log(path: &Path, step: usize) -> Result<std::fs::File, TrainError> {
+    let old = if step == 0 { String::new() } else { std::fs::read_to_string(path).unwrap_or_default() };
+    let mut text = format!("{LOG_HEADER}\n");
+    for line in old.lines().skip(1) {
+        match line.split(',').next().and_then(|s| s.parse::<usize>().ok()) {
+            Some(s) if s <= step => text.push_str(&format!("{line}\n")),
+            _ => {}
+        }
+    }
+    std::fs::write(path, text).map_err(io_err(path))?;
+    std::fs::OpenOptions::new().append(true).open(path).map_err(io_err(path))
+}
+
 fn save_state(net: &PolarBevNet, optimizer: &FlatSgd, step: usize, best: Option<(f64, usize)>, path: &Path) -> Result<(), TrainError> {
     let mut named: Vec<(String, Tensor)> = net.vs.variables().into_iter().map(|(k, v)| (format!("model.{k}"), v.to_device(Device::Cpu))).collect();
     if let Some(buffer) = optimizer.momentum_buffer() {
@@ -440,10 +463,7 @@ pub fn train(config: &TrainConfig, root: &Path, splits: &SplitConfig, progress: 
     let total = config.max_steps.unwrap_or(config.epochs * steps_per_epoch);
     let validate_every = config.validate_every.unwrap_or(steps_per_epoch).max(1);
     let log_path = config.out.join("log.csv");
-    let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(io_err(&log_path))?;
-    if step == 0 {
-        writeln!(log, "step,epoch,lr,loss,lovasz,cross_entropy,nckd,tckd,step_ms,valid_iou").map_err(io_err(&log_path))?;
-    }
+    let mut log = open_log(&log_path, step)?;
     let mut last_iou = None;
     let mut step_ms_sum = 0.0;
     let mut steps_run = 0usize;
