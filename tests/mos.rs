@@ -1,6 +1,7 @@
 //! Moving-object segmentation against the reference fixtures (made by running the original Python
 //! code) and through the public commands: features, grid indices, network logits, motion features,
-//! the official evaluation, checkpoint errors, degenerate scans, and causality.
+//! the official evaluation, checkpoint errors, degenerate scans, causality, and the shipped student on
+//! an unseen simulated drive through replay, infer + eval and render.
 
 mod common;
 
@@ -301,4 +302,66 @@ fn infer_writes_one_label_per_point_for_every_scan() {
             assert!(labels.iter().all(|l| [0, 9, 250, 251].contains(l)), "{mode}: KDMOS inverse map only");
         }
     }
+}
+
+/// Counts pixels of a packed 0xRRGGBB colour in an RGB PNG.
+fn png_pixels_of(path: &Path, colour: u32) -> usize {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    let rgb = [(colour >> 16) as u8, (colour >> 8) as u8, colour as u8];
+    pixels[..info.buffer_size()].chunks_exact(3).filter(|c| *c == rgb).count()
+}
+
+/// "iou_moving: 0.918 (tp 95883, fp 1646, fn 6887)" → (iou, [tp, fp, fn])
+fn replay_scores(stdout: &str) -> (f64, [u64; 3]) {
+    let line = stdout.lines().find(|l| l.starts_with("iou_moving:")).unwrap_or_else(|| panic!("no moving IoU in:\n{stdout}"));
+    let numbers: Vec<f64> = line.split(|c: char| !(c.is_ascii_digit() || c == '.')).filter(|s| !s.is_empty() && *s != ".").map(|s| s.parse().unwrap()).collect();
+    (numbers[0], [numbers[1] as u64, numbers[2] as u64, numbers[3] as u64])
+}
+
+#[test]
+fn shipped_student_segments_an_unseen_simulated_drive_through_replay_and_infer() {
+    let dir = tempdir();
+    let (root, bag) = (dir.path().join("data"), dir.path().join("drive.mcap"));
+    // urban seed 1018: test sequence 18 of RESULTS.md, never trained on, with traffic from the start
+    kdseg_ok(&["simulate", "--preset", "urban", "--seed", "1018", "--scans", "14", "--out", root.to_str().unwrap(), "--bag", bag.to_str().unwrap()]);
+    let weights = repo().join("weights/kdmos_sim.safetensors");
+    let weights = weights.to_str().unwrap();
+
+    let labelled = dir.path().join("labelled.mcap");
+    let stdout = kdseg_ok(&["replay", bag.to_str().unwrap(), "--weights", weights, "--device", "cpu", "--out", labelled.to_str().unwrap()]);
+    assert!(stdout.contains("segmented: 14"), "{stdout}");
+    let (iou, counts) = replay_scores(&stdout);
+    assert!(iou > 0.6, "the shipped student should find the moving cars of an unseen drive: {stdout}");
+    assert!(counts[0] > 1000);
+    let info = kdseg_ok(&["bag", "info", labelled.to_str().unwrap()]);
+    for topic in ["/kdseg/labelled_points", "/kdseg/moving_points", "/kdseg/static_points", "/kdseg/point_labels", "/velodyne_points"] {
+        let line = info.lines().find(|l| l.trim_start().starts_with(topic)).unwrap_or_else(|| panic!("{topic} missing:\n{info}"));
+        assert!(line.contains(" 14 msgs"), "{line}");
+    }
+
+    // the SemanticKITTI copy through infer + eval scores exactly what replay scored
+    let predictions = dir.path().join("predictions");
+    kdseg_ok(&["infer", "--dataset", root.to_str().unwrap(), "--sequences", "00", "--weights", weights, "--device", "cpu", "--out", predictions.to_str().unwrap()]);
+    let scores_path = dir.path().join("scores.json");
+    kdseg_ok(&["eval", "--dataset", root.to_str().unwrap(), "--predictions", predictions.to_str().unwrap(), "--sequences", "00", "--json", scores_path.to_str().unwrap()]);
+    let scores: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&scores_path).unwrap()).unwrap();
+    let eval_counts = ["tp_moving", "fp_moving", "fn_moving"].map(|k| scores[k].as_u64().unwrap());
+    assert_eq!(eval_counts, counts, "infer + eval and replay disagree");
+    assert!((scores["iou_moving"].as_f64().unwrap() - iou).abs() < 1e-3);
+
+    // the last scan drawn with hits and misses
+    let png = dir.path().join("scan.png");
+    let stdout = kdseg_ok(&["render", "--dataset", root.to_str().unwrap(), "--sequence", "00", "--scan", "13", "--predictions", predictions.to_str().unwrap(), "--out", png.to_str().unwrap()]);
+    assert!(stdout.contains("against ground truth"), "{stdout}");
+    use kdseg::render::outcome;
+    assert!(png_pixels_of(&png, outcome::TRUE_MOVING) > 20);
+    assert!(png_pixels_of(&png, outcome::STATIC) > 1000);
+    // predictions of another length are refused with both counts
+    let wrong = predictions.join("sequences/00/predictions/000013.label");
+    std::fs::write(&wrong, [0u8; 8]).unwrap();
+    let err = kdseg_err(&["render", "--dataset", root.to_str().unwrap(), "--sequence", "00", "--scan", "13", "--predictions", predictions.to_str().unwrap(), "--out", png.to_str().unwrap()]);
+    assert!(err.contains("000013.label") && err.contains("2 predictions for a scan of"), "{err}");
 }
