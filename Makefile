@@ -33,4 +33,4 @@ bench-report: build
 # A ROS-free binary for the GPU machine (no ROS there): .device/kdseg, run with its torch/lib.
 device-binary: setup
 	$(ENV) && cargo build --release --bins
-	mkdir -p .device && cp target/release/kdseg .device/kdseg
+	mkdir -p .device && cp target/release/kdseg .device/kdseg && strip .device/kdseg

@@ -23,7 +23,7 @@ fn main() {
             build_cuda_memory_stats(&torch_lib);
         }
     }
-    println!("cargo:rustc-check-cfg=cfg(kdseg_cuda_stats)");
+    println!("cargo:rustc-check-cfg=cfg(kdseg_cuda_shim)");
 
     for var in ["KDSEG_RMW_SHIM_DIR", "KDSEG_PYTHON_LIBDIR", "KDSEG_PYTHON_LIB", "AMENT_PREFIX_PATH"] {
         println!("cargo:rerun-if-env-changed={var}");
@@ -49,23 +49,26 @@ fn main() {
     }
 }
 
-/// Compiles the small C++ shim that reads libtorch's CUDA caching-allocator statistics, when the
+/// Compiles the small C++ shim that reads libtorch's CUDA caching-allocator statistics and captures
+/// CUDA graphs, when the
 /// CUDA headers of the PyPI wheels (nvidia/cu*/include) are next to torch.
 fn build_cuda_memory_stats(torch_lib: &std::path::Path) {
     println!("cargo:rerun-if-changed=src/gpu/memory_stats.cpp");
+    println!("cargo:rerun-if-changed=src/gpu/graph.cpp");
     let Some(torch_dir) = torch_lib.parent() else { return };
     let Some(site_packages) = torch_dir.parent() else { return };
     let cuda_include = std::fs::read_dir(site_packages.join("nvidia"))
         .ok()
         .and_then(|dirs| dirs.filter_map(|d| d.ok().map(|d| d.path().join("include"))).find(|p| p.join("cuda_runtime_api.h").exists()));
     let Some(cuda_include) = cuda_include else {
-        println!("cargo:warning=CUDA headers not found next to torch: GPU memory statistics disabled");
+        println!("cargo:warning=CUDA headers not found next to torch: GPU memory statistics and CUDA graphs disabled");
         return;
     };
     let mut build = cc::Build::new();
     build
         .cpp(true)
         .file("src/gpu/memory_stats.cpp")
+        .file("src/gpu/graph.cpp")
         .include(torch_dir.join("include"))
         .include(torch_dir.join("include").join("torch").join("csrc").join("api").join("include"))
         .include(&cuda_include);
@@ -78,13 +81,14 @@ fn build_cuda_memory_stats(torch_lib: &std::path::Path) {
         .flag("-std=c++17")
         .define("_GLIBCXX_USE_CXX11_ABI", "1")
         .warnings(false)
-        .try_compile("kdseg_cuda_stats");
+        .try_compile("kdseg_cuda_shim");
     match built {
         Ok(()) => {
+            println!("cargo:rustc-link-lib=torch_cuda");
             println!("cargo:rustc-link-lib=c10_cuda");
             println!("cargo:rustc-link-lib=c10");
-            println!("cargo:rustc-cfg=kdseg_cuda_stats");
+            println!("cargo:rustc-cfg=kdseg_cuda_shim");
         }
-        Err(e) => println!("cargo:warning=GPU memory statistics disabled: {e}"),
+        Err(e) => println!("cargo:warning=GPU memory statistics and CUDA graphs disabled: {e}"),
     }
 }

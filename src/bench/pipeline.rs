@@ -45,16 +45,20 @@ pub fn simulator(scans: usize) -> Result<BenchRecord, sim::SimError> {
 }
 
 /// The MOS pipeline per stage and end to end on `device` with `precision`.
-pub fn mos_pipeline(weights: &std::path::Path, device: crate::mos::DeviceChoice, precision: Precision, motion: MotionMode, runs: usize) -> Result<BenchRecord, String> {
+pub fn mos_pipeline(weights: &std::path::Path, device: crate::mos::DeviceChoice, precision: Precision, motion: MotionMode, cuda_graph: bool, runs: usize) -> Result<BenchRecord, String> {
     let scans = simulated_scans(runs + 10, 7).map_err(|e| e.to_string())?;
-    let config = EngineConfig { weights: weights.to_path_buf(), device, precision, motion, intensity_scale: 1.0 };
+    let config = EngineConfig { weights: weights.to_path_buf(), device, precision, motion, intensity_scale: 1.0, cuda_graph };
     let mut engine = MosEngine::new(&config).map_err(|e| e.to_string())?;
     let dev = engine.device();
     let variant = engine.network().config.variant;
     let mean_points = scans.iter().map(|s| s.0.len()).sum::<usize>() as f64 / scans.len() as f64;
     let mut record = BenchRecord::new(
         "mos",
-        &format!("MOS pipeline on {dev:?}, {precision}, {motion} motion features, {:.0}-point simulated HDL-64E scans", mean_points),
+        &format!(
+            "MOS pipeline on {dev:?}, {precision}{}, {motion} motion features, {:.0}-point simulated HDL-64E scans",
+            if cuda_graph && dev.is_cuda() { ", U-Net in a CUDA graph" } else { "" },
+            mean_points
+        ),
     );
     // the wire format the node and replay receive
     let messages: Vec<Vec<u8>> = scans
@@ -133,8 +137,8 @@ pub fn mos_pipeline(weights: &std::path::Path, device: crate::mos::DeviceChoice,
 pub fn precision_agreement(weights: &std::path::Path, device: crate::mos::DeviceChoice, scans: usize) -> Result<BenchRecord, String> {
     let data = simulated_scans(scans, 11).map_err(|e| e.to_string())?;
     let mut record = BenchRecord::new("precision", "Reduced precision against float32 labels");
-    let labels_of = |precision: Precision| -> Result<Vec<Vec<u8>>, String> {
-        let config = EngineConfig { weights: weights.to_path_buf(), device, precision, motion: MotionMode::Causal, intensity_scale: 1.0 };
+    let labels_of = |precision: Precision, cuda_graph: bool| -> Result<Vec<Vec<u8>>, String> {
+        let config = EngineConfig { weights: weights.to_path_buf(), device, precision, motion: MotionMode::Causal, intensity_scale: 1.0, cuda_graph };
         let mut engine = MosEngine::new(&config).map_err(|e| e.to_string())?;
         let mut out = Vec::new();
         for (i, (c, pose, t)) in data.iter().enumerate() {
@@ -144,15 +148,27 @@ pub fn precision_agreement(weights: &std::path::Path, device: crate::mos::Device
         }
         Ok(out)
     };
-    let reference = labels_of(Precision::Fp32)?;
-    for precision in [Precision::Bf16, Precision::Fp16] {
-        let other = labels_of(precision)?;
+    let differing = |a: &[Vec<u8>], b: &[Vec<u8>]| {
         let (mut differ, mut total) = (0usize, 0usize);
-        for (a, b) in reference.iter().zip(&other) {
+        for (a, b) in a.iter().zip(b) {
             total += a.len();
             differ += a.iter().zip(b).filter(|(x, y)| x != y).count();
         }
-        record.metrics.push(Metric::new(&format!("{precision}: points whose label differs from fp32"), 100.0 * differ as f64 / total.max(1) as f64, "%").at_most(0.1));
+        100.0 * differ as f64 / total.max(1) as f64
+    };
+    // the reference: float32, the U-Net run eagerly
+    let reference = labels_of(Precision::Fp32, false)?;
+    for precision in [Precision::Bf16, Precision::Fp16] {
+        let other = labels_of(precision, true)?;
+        record.metrics.push(Metric::new(&format!("{precision}: points whose label differs from fp32"), differing(&reference, &other), "%").at_most(0.1));
+    }
+    if device.resolve()?.is_cuda() {
+        // the CUDA graph replays the same kernels: labels must not change at all
+        for precision in [Precision::Fp32, Precision::Bf16] {
+            let eager = if precision == Precision::Fp32 { reference.clone() } else { labels_of(precision, false)? };
+            let graph = labels_of(precision, true)?;
+            record.metrics.push(Metric::new(&format!("{precision}, U-Net in a CUDA graph: points whose label differs from eager"), differing(&eager, &graph), "%").at_most(0.0));
+        }
     }
     record.notes.push(format!("{scans} simulated scans, causal motion features, weights {}", weights.display()));
     Ok(record)

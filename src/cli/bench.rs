@@ -61,6 +61,9 @@ pub struct RunArgs {
     /// Timed scans (MOS) or steps (training)
     #[arg(long)]
     pub runs: Option<usize>,
+    /// Run the U-Net eagerly instead of replaying it as a CUDA graph (MOS pipeline suite)
+    #[arg(long)]
+    pub no_cuda_graph: bool,
     /// Training suite in float32 instead of bf16 mixed precision
     #[arg(long)]
     pub fp32: bool,
@@ -106,7 +109,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
             }
             if all || args.suite == Suite::Mos {
                 let runs = args.runs.unwrap_or(if cpu { 12 } else { 200 });
-                let record = pipeline::mos_pipeline(&args.weights, args.device, args.precision, args.motion, runs).map_err(anyhow::Error::msg)?;
+                let record = pipeline::mos_pipeline(&args.weights, args.device, args.precision, args.motion, !args.no_cuda_graph, runs).map_err(anyhow::Error::msg)?;
                 save(&record, &args.out, name)?;
             }
             if args.suite == Suite::Precision {

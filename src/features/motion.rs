@@ -76,6 +76,13 @@ pub const COLUMNS: i64 = HISTORY as i64;
 const ROWS: i64 = 360;
 const COLS: i64 = 480;
 const CELLS: i64 = ROWS * COLS;
+/// The causal windows as (from age, to age), scans t-a..=t-b: A = t-3..t, B = t-7..t-4, C = t-1..t,
+/// D = t-3..t-2, E = t, F = t-1, G = t-7..t-6.
+const CAUSAL_WINDOWS: [(i64, i64); 7] = [(3, 0), (7, 4), (1, 0), (3, 2), (0, 0), (1, 1), (7, 6)];
+/// The eight causal columns as gated differences of windows: A−B, C−D, E−F, C−G, then the reverses.
+const CAUSAL_PAIRS: [(i64, i64); 8] = [(0, 1), (2, 3), (4, 5), (2, 6), (1, 0), (3, 2), (5, 4), (6, 2)];
+/// Cells per buffer slot in the projection: the image and one spare cell for points outside it.
+const SLOT_CELLS: i64 = CELLS + 1;
 const MAX_RANGE: f64 = 60.0;
 const MIN_Z: f64 = -4.0;
 const MAX_Z: f64 = 2.0;
@@ -115,8 +122,8 @@ struct Buffered {
 
 /// Where each buffered scan's points fall in the current frame's BEV image.
 struct Projection {
-    /// Per buffered scan: indices of its points inside the image volume and their cells.
-    valid: Vec<(Tensor, Tensor)>,
+    /// Per buffered scan: the cell of each point (the spare cell [`CELLS`] outside the volume).
+    cells: Vec<Tensor>,
     /// `[slots, CELLS]` max and min z per scan (−∞ / +∞ where empty).
     zmax: Tensor,
     zmin: Tensor,
@@ -133,11 +140,14 @@ pub struct MotionFeatures {
     mode: MotionMode,
     device: Device,
     buffer: VecDeque<Buffered>,
+    /// [`CAUSAL_PAIRS`] on the device: the minuend and subtrahend window of each column.
+    causal_pairs: (Tensor, Tensor),
 }
 
 impl MotionFeatures {
     pub fn new(mode: MotionMode, device: Device) -> Self {
-        MotionFeatures { mode, device, buffer: VecDeque::with_capacity(HISTORY) }
+        let pairs = |side: fn(&(i64, i64)) -> i64| Tensor::from_slice(&CAUSAL_PAIRS.iter().map(side).collect::<Vec<_>>()).to_device(device);
+        MotionFeatures { mode, device, buffer: VecDeque::with_capacity(HISTORY), causal_pairs: (pairs(|p| p.0), pairs(|p| p.1)) }
     }
 
     pub fn mode(&self) -> MotionMode {
@@ -198,40 +208,66 @@ impl MotionFeatures {
     }
 
     /// Projects every buffered scan into the newest scan's frame.
+    ///
+    /// All slots at once, and nothing here waits for the device: the history's points are
+    /// concatenated, each point takes its slot's transform (uploaded in one non-blocking copy), and
+    /// points outside the volume land in a spare cell at the end of each slot's image instead of
+    /// being selected out (`nonzero` would synchronise the stream). A few dozen kernels however long
+    /// the history, which is what matters on a GPU whose host launches them slowly.
     fn project(&self) -> Projection {
         let current = &self.buffer.back().expect("project on an empty buffer").scan;
         let to_current = current.pose.try_inverse().unwrap_or_else(Matrix4::identity);
         let slots = self.buffer.len() as i64;
-        let mut valid = Vec::with_capacity(self.buffer.len());
-        let mut indices = Vec::with_capacity(self.buffer.len());
-        let mut heights = Vec::with_capacity(self.buffer.len());
-        for (slot, b) in self.buffer.iter().enumerate() {
+        let counts: Vec<i64> = self.buffer.iter().map(|b| b.scan.xyz.size()[0]).collect();
+        let total: i64 = counts.iter().sum();
+        // per slot: the rotation transposed (row-vector points) then the translation
+        let mut transforms = Vec::with_capacity(self.buffer.len() * 12);
+        for b in &self.buffer {
             let transform = to_current * b.scan.pose;
-            let rotation: Vec<f64> = (0..3).flat_map(|r| (0..3).map(move |c| (r, c))).map(|(r, c)| transform[(c, r)]).collect();
-            let rotation_t = Tensor::from_slice(&rotation).view([3, 3]).to_device(self.device);
-            let translation = Tensor::from_slice(&[transform[(0, 3)], transform[(1, 3)], transform[(2, 3)]]).view([1, 3]).to_device(self.device);
-            let points = (b.scan.xyz.matmul(&rotation_t) + translation).to_kind(Kind::Float);
-            let (inside, cells, z) = polar_cells(&points);
-            indices.push(&cells + slot as i64 * CELLS);
-            heights.push(z);
-            valid.push((inside, cells));
+            transforms.extend((0..3).flat_map(|r| (0..3).map(move |c| transform[(c, r)])));
+            transforms.extend([transform[(0, 3)], transform[(1, 3)], transform[(2, 3)]]);
         }
-        let index = Tensor::cat(&indices, 0);
-        let z = Tensor::cat(&heights, 0);
-        let zmax = Tensor::full([slots * CELLS], f64::NEG_INFINITY, (Kind::Float, self.device)).internal_scatter_reduce(0, &index, &z, "amax", true);
-        let zmin = Tensor::full([slots * CELLS], f64::INFINITY, (Kind::Float, self.device)).internal_scatter_reduce(0, &index, &z, "amin", true);
-        Projection { valid, zmax: zmax.view([slots, CELLS]), zmin: zmin.view([slots, CELLS]) }
+        let upload = |t: Tensor, kind: Kind| t.to_device_(self.device, kind, true, false);
+        let transforms = upload(Tensor::from_slice(&transforms).view([slots, 12]), Kind::Double);
+        let counts_t = upload(Tensor::from_slice(&counts), Kind::Int64);
+        let slot_of = Tensor::arange(slots, (Kind::Int64, self.device)).repeat_interleave_self_tensor(&counts_t, Some(0), Some(total));
+        // p' = p Rᵀ + t per slot, in float64 like the reference (a matrix product per slot: cheaper on
+        // a CPU than a transform per point), then float32
+        let points: Vec<Tensor> = self
+            .buffer
+            .iter()
+            .enumerate()
+            .map(|(slot, b)| {
+                let transform = transforms.get(slot as i64);
+                b.scan.xyz.matmul(&transform.narrow(0, 0, 9).view([3, 3])) + transform.narrow(0, 9, 3).view([1, 3])
+            })
+            .collect();
+        let (cells, z) = polar_cells(&Tensor::cat(&points, 0).to_kind(Kind::Float));
+        let index = &cells + slot_of * SLOT_CELLS;
+        let extreme = |fill: f64, reduce: &str| {
+            Tensor::full([slots * SLOT_CELLS], fill, (Kind::Float, self.device)).internal_scatter_reduce(0, &index, &z, reduce, true).view([slots, SLOT_CELLS]).narrow(1, 0, CELLS)
+        };
+        let mut offset = 0;
+        let cells_of = counts
+            .iter()
+            .map(|&n| {
+                let c = cells.narrow(0, offset, n);
+                offset += n;
+                c
+            })
+            .collect();
+        Projection { cells: cells_of, zmax: extreme(f64::NEG_INFINITY, "amax"), zmin: extreme(f64::INFINITY, "amin") }
     }
 
-    /// Height extent of the window made of buffer slots `slots` (empty windows give all-zero Δz).
-    fn extent(&self, projection: &Projection, slots: &[i64]) -> Extent {
+    /// Height extent of the window made of the buffer slots `slots` (consecutive; an empty window
+    /// gives all-zero Δz).
+    fn extent(&self, projection: &Projection, slots: std::ops::Range<i64>) -> Extent {
         if slots.is_empty() {
             let dz = Tensor::zeros([CELLS], (Kind::Float, self.device));
             return Extent { occluded: occlusion(&dz), dz };
         }
-        let index = Tensor::from_slice(slots).to_device(self.device);
-        let zmax = projection.zmax.index_select(0, &index).amax(0, false);
-        let zmin = projection.zmin.index_select(0, &index).amin(0, false);
+        let zmax = projection.zmax.narrow(0, slots.start, slots.end - slots.start).amax(0, false);
+        let zmin = projection.zmin.narrow(0, slots.start, slots.end - slots.start).amin(0, false);
         let occupied = zmax.isfinite();
         let dz = (zmax - zmin).abs().where_self(&occupied, &Tensor::zeros([], (Kind::Float, self.device)));
         Extent { occluded: occlusion(&dz), dz }
@@ -240,49 +276,52 @@ impl MotionFeatures {
     /// One step of MotionBEV's generator at the newest scan (buffer holds exactly 8 scans).
     fn reference_step(&mut self) {
         let projection = self.project();
-        let prev = self.extent(&projection, &[0, 1, 2, 3]);
-        let last = self.extent(&projection, &[4, 5, 6, 7]);
+        let prev = self.extent(&projection, 0..4);
+        let last = self.extent(&projection, 4..8);
         let disappeared = gated_difference(&prev, &last);
         let appeared = gated_difference(&last, &prev);
         let newest = self.buffer.len() - 1;
         for (slot, b) in self.buffer.iter_mut().enumerate() {
             let age = (newest - slot) as i64;
             let image = if slot < WINDOW { &disappeared } else { &appeared };
-            let (inside, cells) = &projection.valid[slot];
             if let Some(acc) = b.accumulated.as_mut() {
-                let values = image.index_select(0, cells);
+                // points outside the volume read the spare cell's 0
+                let values = with_spare_cell(image).index_select(0, &projection.cells[slot]);
                 let mut column = acc.select(1, age);
-                let _ = column.index_put_(&[Some(inside)], &values, true);
+                let _ = column.g_add_(&values);
             }
             b.steps += 1;
         }
     }
 
-    /// Causal features of the newest scan.
+    /// Causal features of the newest scan: the height extents of seven windows of the history, and
+    /// eight gated differences between them, each computed for all windows or pairs at once.
     fn causal_step(&self) -> MotionOutput {
         let projection = self.project();
-        let newest = self.buffer.len() as i64 - 1;
-        // buffer slots of the scans t-a..=t-b that exist
-        let window = |from_age: i64, to_age: i64| -> Vec<i64> { (to_age..=from_age).rev().map(|age| newest - age).filter(|&s| s >= 0).collect() };
-        let (wa, wb, wc, wd) = (window(3, 0), window(7, 4), window(1, 0), window(3, 2));
-        let (we, wf, wg) = (window(0, 0), window(1, 1), window(7, 6));
-        let [ea, eb, ec, ed, ee, ef, eg] = [&wa, &wb, &wc, &wd, &we, &wf, &wg].map(|w| self.extent(&projection, w));
-        let images = [
-            gated_difference(&ea, &eb),
-            gated_difference(&ec, &ed),
-            gated_difference(&ee, &ef),
-            gated_difference(&ec, &eg),
-            gated_difference(&eb, &ea),
-            gated_difference(&ed, &ec),
-            gated_difference(&ef, &ee),
-            gated_difference(&eg, &ec),
-        ];
+        let slots = self.buffer.len() as i64;
+        let newest = slots - 1;
+        // window k covers the buffer slots of the scans t-a..=t-b that exist (none at the very start)
+        let window = |z: &Tensor, (from_age, to_age): (i64, i64), reduce: fn(&Tensor) -> Tensor, empty: f64| {
+            let (first, last) = ((newest - from_age).max(0), newest - to_age);
+            if last < first {
+                Tensor::full([CELLS], empty, (Kind::Float, self.device))
+            } else {
+                reduce(&z.narrow(0, first, last - first + 1))
+            }
+        };
+        let zmax = Tensor::stack(&CAUSAL_WINDOWS.map(|w| window(&projection.zmax, w, |t| t.amax(0, false), f64::NEG_INFINITY)), 0);
+        let zmin = Tensor::stack(&CAUSAL_WINDOWS.map(|w| window(&projection.zmin, w, |t| t.amin(0, false), f64::INFINITY)), 0);
+        let windows = CAUSAL_WINDOWS.len() as i64;
+        // an empty window (at the start of a sequence) has no finite extent: Δz 0 everywhere
+        let dz = (&zmax - zmin).abs().where_scalarother(&zmax.isfinite(), 0.0);
+        let occluded = dz.view([windows, ROWS, COLS]).ne(0.0).cumsum(2, Kind::Int64).eq(0).view([windows, CELLS]);
+        let (a, b) = (&self.causal_pairs.0, &self.causal_pairs.1);
+        let (dz_a, dz_b) = (dz.index_select(0, a), dz.index_select(0, b));
+        let rejected = (&dz_a * RATIO).lt_tensor(&dz_b).logical_or(&dz_a.lt(MIN_EXTENT)).logical_or(&dz_a.gt(MAX_EXTENT)).logical_or(&occluded.index_select(0, b));
+        let images = (&dz_a - &dz_b).where_scalarother(&rejected.logical_not(), 0.0);
         let current = &self.buffer[newest as usize].scan;
-        let n = current.xyz.size()[0];
-        let (inside, cells) = &projection.valid[newest as usize];
-        let sampled = Tensor::stack(&images.iter().map(|image| image.index_select(0, cells)).collect::<Vec<_>>(), 1);
-        let mut residuals = Tensor::zeros([n, COLUMNS], (Kind::Float, self.device));
-        let _ = residuals.index_put_(&[Some(inside)], &sampled, false);
+        // points outside the volume read the spare cell's zeros
+        let residuals = with_spare_cell(&images.transpose(0, 1)).index_select(0, &projection.cells[newest as usize]);
         MotionOutput { id: current.id, stamp_ns: current.stamp_ns, residuals, complete: self.buffer.len() == HISTORY }
     }
 }
@@ -298,9 +337,9 @@ fn reference_output(b: Buffered) -> MotionOutput {
     }
 }
 
-/// Image cells of points `[N, 3]` (float32, current frame): the indices of the points inside the
-/// volume, their cells (row-major azimuth × range) and their z.
-fn polar_cells(points: &Tensor) -> (Tensor, Tensor, Tensor) {
+/// Image cells of points `[N, 3]` (float32, current frame), row-major azimuth × range, with
+/// [`CELLS`] (the spare cell) for points outside the volume, and the points' z.
+fn polar_cells(points: &Tensor) -> (Tensor, Tensor) {
     let x = points.select(1, 0);
     let y = points.select(1, 1);
     let z = points.select(1, 2);
@@ -309,15 +348,18 @@ fn polar_cells(points: &Tensor) -> (Tensor, Tensor, Tensor) {
     let rho = (&x * &x + &y * &y + &z * &z).to_kind(Kind::Double).sqrt().to_kind(Kind::Float);
     let yaw = y.atan2(&x);
     let inside = rho.gt(0.0).logical_and(&rho.lt(MAX_RANGE)).logical_and(&z.lt(MAX_Z)).logical_and(&z.gt(MIN_Z));
-    let index = inside.nonzero().squeeze_dim(1);
-    let rho = rho.index_select(0, &index);
-    let yaw = yaw.index_select(0, &index);
     // float32 bin arithmetic as the reference: floor((1 − ρ/60)·480), floor(0.5·(yaw/π + 1)·360)
     let col = ((-(rho / MAX_RANGE) + 1.0) * COLS as f64).floor().clamp(0.0, (COLS - 1) as f64).to_kind(Kind::Int64);
     let row = (((yaw / std::f64::consts::PI) + 1.0) * 0.5 * ROWS as f64).floor().clamp(0.0, (ROWS - 1) as f64).to_kind(Kind::Int64);
-    let cells = row * COLS + col;
-    let z = z.index_select(0, &index);
-    (index, cells, z)
+    let cells = (row * COLS + col).where_self(&inside, &Tensor::full([], CELLS, (Kind::Int64, points.device())));
+    (cells, z)
+}
+
+/// An image `[CELLS, ...]` with one more, all-zero cell at the end (the spare cell).
+fn with_spare_cell(image: &Tensor) -> Tensor {
+    let mut shape = image.size();
+    shape[0] = 1;
+    Tensor::cat(&[image.shallow_clone(), Tensor::zeros(shape.as_slice(), (image.kind(), image.device()))], 0)
 }
 
 /// Per azimuth row, cells from the far end inwards up to the first non-zero extent.

@@ -69,6 +69,8 @@ impl PolarGrid {
     }
 }
 
+/// A `[1, 3]` float64 row made on the device itself: an upload from the host would synchronise the
+/// stream (libtorch waits for blocking copies), three fills do not.
 fn f64_row(values: &[f64; 3], device: Device) -> Tensor {
-    Tensor::from_slice(values).to_device(device).view([1, 3])
+    Tensor::cat(&values.map(|v| Tensor::full([1, 1], v, (Kind::Double, device))), 1)
 }

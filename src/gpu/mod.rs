@@ -1,4 +1,5 @@
-//! GPU facts libtorch does not expose through tch: the CUDA caching allocator's memory statistics.
+//! What libtorch does not expose through tch: the CUDA caching allocator's memory statistics, and
+//! CUDA graphs.
 //!
 //! Built only when the libtorch in use ships CUDA (`libc10_cuda.so`) and the CUDA headers are found;
 //! otherwise (and on a machine without a GPU) the functions return `None`.
@@ -11,7 +12,7 @@ pub struct MemoryStats {
     pub reserved: i64,
 }
 
-#[cfg(kdseg_cuda_stats)]
+#[cfg(kdseg_cuda_shim)]
 extern "C" {
     fn kdseg_cuda_memory(device: i32, allocated: *mut i64, peak_allocated: *mut i64, reserved: *mut i64) -> i32;
     fn kdseg_cuda_reset_peak(device: i32) -> i32;
@@ -20,7 +21,7 @@ extern "C" {
 /// Memory statistics of CUDA device `device`, `None` without CUDA.
 pub fn memory_stats(device: tch::Device) -> Option<MemoryStats> {
     let tch::Device::Cuda(index) = device else { return None };
-    #[cfg(kdseg_cuda_stats)]
+    #[cfg(kdseg_cuda_shim)]
     {
         let (mut allocated, mut peak, mut reserved) = (0i64, 0i64, 0i64);
         // SAFETY: the shim writes three i64 through valid pointers and catches every C++ exception.
@@ -36,7 +37,7 @@ pub fn memory_stats(device: tch::Device) -> Option<MemoryStats> {
 /// Resets the peak statistic (before measuring one phase).
 pub fn reset_peak(device: tch::Device) {
     if let tch::Device::Cuda(index) = device {
-        #[cfg(kdseg_cuda_stats)]
+        #[cfg(kdseg_cuda_shim)]
         // SAFETY: no pointers; the shim catches every C++ exception.
         unsafe {
             kdseg_cuda_reset_peak(index as i32);
@@ -44,3 +45,92 @@ pub fn reset_peak(device: tch::Device) {
         let _ = index;
     }
 }
+
+#[cfg(kdseg_cuda_shim)]
+extern "C" {
+    fn kdseg_graph_last_error() -> *const std::os::raw::c_char;
+    fn kdseg_graph_new() -> *mut std::ffi::c_void;
+    fn kdseg_graph_free(handle: *mut std::ffi::c_void);
+    fn kdseg_graph_begin(handle: *mut std::ffi::c_void, device: i32) -> i32;
+    fn kdseg_graph_end(handle: *mut std::ffi::c_void) -> i32;
+    fn kdseg_graph_replay(handle: *mut std::ffi::c_void) -> i32;
+}
+
+/// A captured CUDA graph: the kernels libtorch launched while [`CudaGraph::capture`] ran its
+/// closure, replayed with one launch. Tensors the closure read must keep their storage (copy new
+/// inputs into them); tensors it made are overwritten by every replay.
+pub struct CudaGraph {
+    #[cfg(kdseg_cuda_shim)]
+    handle: *mut std::ffi::c_void,
+}
+
+impl CudaGraph {
+    /// Captures what `f` launches on CUDA device `device`; `None` (after a warning) where graphs are
+    /// unavailable (no CUDA, a libtorch without the shim) or the capture failed.
+    pub fn capture<T>(device: tch::Device, f: impl FnOnce() -> T) -> Option<(CudaGraph, T)> {
+        let tch::Device::Cuda(index) = device else { return None };
+        #[cfg(kdseg_cuda_shim)]
+        {
+            // SAFETY: the shim catches every C++ exception; the handle is freed exactly once (Drop).
+            let handle = unsafe { kdseg_graph_new() };
+            if handle.is_null() {
+                log::warn!("CUDA graph: {}", last_error());
+                return None;
+            }
+            let graph = CudaGraph { handle };
+            if unsafe { kdseg_graph_begin(handle, index as i32) } != 0 {
+                log::warn!("CUDA graph capture did not start: {}", last_error());
+                return None;
+            }
+            // a libtorch error inside the capture must still end it, or the stream stays captured
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+            let ended = unsafe { kdseg_graph_end(handle) } == 0;
+            return match (result, ended) {
+                (Ok(value), true) => Some((graph, value)),
+                (Ok(_), false) => {
+                    log::warn!("CUDA graph capture failed: {}", last_error());
+                    None
+                }
+                (Err(_), _) => {
+                    log::warn!("CUDA graph capture failed inside the captured work");
+                    None
+                }
+            };
+        }
+        #[allow(unreachable_code)]
+        {
+            let _ = (index, f);
+            None
+        }
+    }
+
+    /// Launches the captured kernels on the current stream, after the work queued there.
+    pub fn replay(&self) -> Result<(), String> {
+        #[cfg(kdseg_cuda_shim)]
+        // SAFETY: a live handle from kdseg_graph_new; the shim catches every C++ exception.
+        if unsafe { kdseg_graph_replay(self.handle) } != 0 {
+            return Err(last_error());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(kdseg_cuda_shim)]
+fn last_error() -> String {
+    // SAFETY: the shim returns a NUL-terminated thread-local string that lives until the next call.
+    unsafe { std::ffi::CStr::from_ptr(kdseg_graph_last_error()) }.to_string_lossy().into_owned()
+}
+
+impl Drop for CudaGraph {
+    fn drop(&mut self) {
+        #[cfg(kdseg_cuda_shim)]
+        // SAFETY: the handle came from kdseg_graph_new and is freed only here.
+        unsafe {
+            kdseg_graph_free(self.handle)
+        };
+    }
+}
+
+// SAFETY: the graph is only used from the thread that owns the engine holding it; moving it between
+// threads (the node moves its engine into a worker) is fine for CUDA graphs.
+unsafe impl Send for CudaGraph {}

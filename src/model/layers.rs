@@ -213,7 +213,8 @@ impl DySample {
         let cx = (Tensor::arange(w, (kind, device)) + 0.5).view([1, w]).expand([h, w], false);
         let cy = (Tensor::arange(h, (kind, device)) + 0.5).view([h, 1]).expand([h, w], false);
         let coords = Tensor::stack(&[cx, cy], 0).view([1, 2, 1, h, w]);
-        let normalizer = Tensor::from_slice(&[w as f32, h as f32]).to_kind(kind).to_device(device).view([1, 2, 1, 1, 1]);
+        // made on the device: an upload would synchronise the stream in the middle of the network
+        let normalizer = Tensor::cat(&[Tensor::full([1], w as f64, (kind, device)), Tensor::full([1], h as f64, (kind, device))], 0).view([1, 2, 1, 1, 1]);
         let coords = (coords + offset) * 2.0 / normalizer - 1.0;
         let coords = coords
             .view([b, -1, h, w])

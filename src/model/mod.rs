@@ -207,6 +207,19 @@ impl PolarBevNet {
 
     /// BEV logits `[B, classes × 32, 480, 360]` (class fastest within each height).
     pub fn forward(&self, input: &BevInput, train: bool) -> Tensor {
+        let (appearance, motion) = self.bev_images(input, train);
+        self.unet.forward(&appearance, &motion, train)
+    }
+
+    /// The two-branch U-Net alone, on BEV images from [`PolarBevNet::bev_images`] (inference). Its
+    /// shapes never change, which is what lets the MOS engine capture it in a CUDA graph.
+    pub fn unet_forward(&self, appearance: &Tensor, motion: &Tensor) -> Tensor {
+        self.unet.forward(appearance, motion, false)
+    }
+
+    /// Points → the appearance and motion BEV images `[B, C, 480, 360]` (PointNet, scatter-max,
+    /// feature compression).
+    pub fn bev_images(&self, input: &BevInput, train: bool) -> (Tensor, Tensor) {
         let (h, w) = (self.grid.size[0], self.grid.size[1]);
         let device = input.features.device();
         let kind = input.features.kind();
@@ -227,9 +240,7 @@ impl PolarBevNet {
                 .permute([0, 3, 1, 2])
                 .contiguous()
         };
-        let appearance_image = image(&compressed);
-        let motion_image = image(&scatter_max(&motion, &inverse, n_cells));
-        self.unet.forward(&appearance_image, &motion_image, train)
+        (image(&compressed), image(&scatter_max(&motion, &inverse, n_cells)))
     }
 
     /// Per-point logits `[N, classes]` gathered from BEV logits at each point's voxel.

@@ -9,6 +9,7 @@
 use super::{inverse_label, moving_class, DeviceChoice, Precision, LABEL_MOVING, LABEL_STATIC, LABEL_UNKNOWN};
 use crate::cloud::PointCloud;
 use crate::features::{MotionFeatures, MotionMode, MotionScan, PolarGrid};
+use crate::gpu::CudaGraph;
 use crate::model::{BevInput, CheckpointError, PolarBevNet, Variant};
 use nalgebra::Matrix4;
 use serde::{Deserialize, Serialize};
@@ -43,6 +44,9 @@ pub struct EngineConfig {
     /// Multiplies the cloud's intensity to give KITTI-style remission in [0, 1] (1/255 for drivers
     /// that publish 0–255).
     pub intensity_scale: f32,
+    /// On CUDA, capture the U-Net in a CUDA graph after two scans and replay it: one launch instead of
+    /// hundreds, which is most of the network's time on a busy host.
+    pub cuda_graph: bool,
 }
 
 impl Default for EngineConfig {
@@ -53,6 +57,7 @@ impl Default for EngineConfig {
             precision: Precision::Fp32,
             motion: MotionMode::Causal,
             intensity_scale: 1.0,
+            cuda_graph: true,
         }
     }
 }
@@ -123,6 +128,25 @@ pub struct MosEngine {
     intensity_scale: f32,
     pending: VecDeque<PendingScan>,
     profile: bool,
+    unet_graph: UnetGraphState,
+}
+
+/// Eager U-Net runs before the capture (cuDNN and cuBLAS set themselves up on the first ones).
+const GRAPH_WARM_UP: usize = 2;
+
+/// The U-Net in a CUDA graph: static input images that each scan is copied into, and the output
+/// every replay overwrites.
+struct UnetGraph {
+    graph: CudaGraph,
+    appearance: Tensor,
+    motion: Tensor,
+    output: Tensor,
+}
+
+enum UnetGraphState {
+    Off,
+    Warming(usize),
+    Ready(UnetGraph),
 }
 
 impl MosEngine {
@@ -138,7 +162,9 @@ impl MosEngine {
         if config.precision != Precision::Fp32 && device == Device::Cpu {
             log::warn!("{} on the CPU is slow and meant for GPUs", config.precision);
         }
-        Ok(Self::with_network(net, config.motion, config.precision, config.intensity_scale))
+        let mut engine = Self::with_network(net, config.motion, config.precision, config.intensity_scale);
+        engine.unet_graph = if config.cuda_graph && device.is_cuda() { UnetGraphState::Warming(0) } else { UnetGraphState::Off };
+        Ok(engine)
     }
 
     /// An engine around an already built network (training validation, tests).
@@ -153,6 +179,7 @@ impl MosEngine {
             intensity_scale,
             pending: VecDeque::new(),
             profile: false,
+            unet_graph: UnetGraphState::Off,
         }
     }
 
@@ -226,7 +253,8 @@ impl MosEngine {
         for i in 0..n {
             host.extend_from_slice(&[cloud.x[i], cloud.y[i], cloud.z[i], cloud.intensity[i] * self.intensity_scale]);
         }
-        let points = Tensor::from_slice(&host).view([n as i64, 4]).to_device(self.device);
+        // non-blocking: the copy does not wait for the previous scan's work on the stream
+        let points = Tensor::from_slice(&host).view([n as i64, 4]).to_device_(self.device, Kind::Float, true, false);
         self.sync();
         let mut timings = StageTimings { upload_ms: ms(start), ..Default::default() };
         let t = Instant::now();
@@ -249,7 +277,7 @@ impl MosEngine {
     }
 
     /// Features → network → labels for one scan whose motion features are known.
-    fn label(&self, scan: PendingScan, residuals: &Tensor, complete: bool) -> ScanResult {
+    fn label(&mut self, scan: PendingScan, residuals: &Tensor, complete: bool) -> ScanResult {
         let mut timings = scan.timings;
         let n = scan.points.size()[0];
         let variant = self.net.config.variant;
@@ -264,19 +292,72 @@ impl MosEngine {
         timings.features_ms = ms(t);
         let t = Instant::now();
         let input = BevInput { features: &features, grid: &grid, batch: &batch, batch_size: 1 };
-        let bev = self.net.forward(&input, false);
+        let (appearance, motion) = self.net.bev_images(&input, false);
+        let bev = self.unet(&appearance, &motion);
         let logits = self.net.point_logits(&bev, &input).to_kind(Kind::Float);
         self.sync();
         timings.network_ms = ms(t);
         let t = Instant::now();
         let probabilities = logits.softmax(1, Kind::Float);
-        let classes = logits.argmax(1, false).to_kind(Kind::Uint8).to_device(Device::Cpu);
-        let moving = probabilities.select(1, moving_class(variant)).to_device(Device::Cpu);
-        let classes: Vec<u8> = Vec::try_from(&classes).unwrap_or_default();
-        let moving_probability: Vec<f32> = Vec::try_from(&moving).unwrap_or_default();
+        // class and moving probability come down together: one copy, one wait for the device
+        let class = logits.argmax(1, false).to_kind(Kind::Float);
+        let moving = probabilities.select(1, moving_class(variant));
+        let host = Tensor::stack(&[class, moving], 0).to_device(Device::Cpu);
+        let classes: Vec<u8> = Vec::<f32>::try_from(&host.get(0)).unwrap_or_default().iter().map(|&c| c as u8).collect();
+        let moving_probability: Vec<f32> = Vec::try_from(&host.get(1)).unwrap_or_default();
         let labels = classes.iter().map(|&c| inverse_label(variant, c)).collect();
         timings.labels_ms = ms(t);
         ScanResult { id: scan.id, stamp_ns: scan.stamp_ns, classes, labels, moving_probability, complete, timings }
+    }
+
+    /// The U-Net on one scan's BEV images: eagerly, or by replaying its CUDA graph (captured after
+    /// the warm-up; a failed capture or replay falls back to eager runs for good).
+    fn unet(&mut self, appearance: &Tensor, motion: &Tensor) -> Tensor {
+        match &mut self.unet_graph {
+            UnetGraphState::Off => return self.net.unet_forward(appearance, motion),
+            UnetGraphState::Warming(runs) if *runs < GRAPH_WARM_UP => {
+                *runs += 1;
+                return self.net.unet_forward(appearance, motion);
+            }
+            UnetGraphState::Ready(g) if g.appearance.size() == appearance.size() && g.motion.size() == motion.size() => {
+                g.appearance.copy_(appearance);
+                g.motion.copy_(motion);
+                match g.graph.replay() {
+                    Ok(()) => return g.output.shallow_clone(),
+                    Err(e) => log::warn!("CUDA graph replay failed ({e}); the U-Net runs eagerly from now on"),
+                }
+                self.unet_graph = UnetGraphState::Off;
+                return self.net.unet_forward(appearance, motion);
+            }
+            UnetGraphState::Ready(_) => {
+                log::warn!("BEV image shape changed; the U-Net runs eagerly from now on");
+                self.unet_graph = UnetGraphState::Off;
+                return self.net.unet_forward(appearance, motion);
+            }
+            UnetGraphState::Warming(_) => {}
+        }
+        // capture: the graph reads these copies, which later scans are copied into
+        let (static_appearance, static_motion) = (appearance.copy(), motion.copy());
+        let net = &self.net;
+        let captured = CudaGraph::capture(self.device, || net.unet_forward(&static_appearance, &static_motion));
+        match captured {
+            Some((graph, output)) => match graph.replay() {
+                Ok(()) => {
+                    log::info!("U-Net captured in a CUDA graph");
+                    self.unet_graph = UnetGraphState::Ready(UnetGraph { graph, appearance: static_appearance, motion: static_motion, output: output.shallow_clone() });
+                    output
+                }
+                Err(e) => {
+                    log::warn!("CUDA graph replay failed ({e}); the U-Net runs eagerly");
+                    self.unet_graph = UnetGraphState::Off;
+                    self.net.unet_forward(appearance, motion)
+                }
+            },
+            None => {
+                self.unet_graph = UnetGraphState::Off;
+                self.net.unet_forward(appearance, motion)
+            }
+        }
     }
 
     /// Per-point logits `[N, classes]` of one scan whose motion features are given (`[N, 8]`), as
