@@ -5,7 +5,7 @@ SHELL := /bin/bash
 ENV := source scripts/env.sh
 CARGO_FLAGS := --release --features ros
 
-.PHONY: setup build test demo bench bench-report results clean-deps device-binary
+.PHONY: setup build test demo bench bench-report bench-node results device-binary
 
 setup:
 	@bash scripts/setup.sh
@@ -29,6 +29,15 @@ bench: build
 
 bench-report: build
 	$(ENV) && target/release/kdseg bench report --results benchmarks --out BENCHMARKS.md
+
+# The ROS 2 node under a 10 Hz stream for 10 minutes (overhead over the engine, memory).
+bench-node: build
+	$(ENV) && target/release/kdseg bench run node --device cpu --out benchmarks/cpu-2core
+	$(ENV) && target/release/kdseg bench report --results benchmarks --out BENCHMARKS.md
+
+# RESULTS.md from the run records of the distillation experiment (scripts/experiments.sh).
+results: build
+	$(ENV) && target/release/kdseg results --runs results/experiments --out RESULTS.md
 
 # A ROS-free binary for the GPU machine (no ROS there): .device/kdseg, run with its torch/lib.
 device-binary: setup

@@ -71,5 +71,12 @@ row student_reference --motion reference --kd-weight 0
 row student_reference_kd --motion reference --kd-weight 0.3 --teacher-logits "$RUNS/teacher_logits"
 # a fix attempt for the causal student: a sharper teacher distribution (T = 2)
 row student_causal_kd_t2 --motion causal --kd-weight 0.3 --temperature 2 --teacher-logits "$RUNS/teacher_logits"
+# a second fix attempt: a lighter distillation weight (0.1 instead of 0.3), T = 4. (This row and the
+# two below were run in a later session from the teacher's weights rounded to bfloat16 — the GPU
+# machine's upload limit — so their teacher logits differ from the first rows' in the last bits.)
+row student_causal_kd_w01 --motion causal --kd-weight 0.1 --teacher-logits "$RUNS/teacher_logits"
+# the same two causal students with another seed: how far apart runs differing only in their seed land
+row student_causal_s2 --motion causal --kd-weight 0 --seed 2
+row student_causal_kd_w01_s2 --motion causal --kd-weight 0.1 --seed 2 --teacher-logits "$RUNS/teacher_logits"
 "$KDSEG" results --runs "$RUNS" --out "$RUNS/RESULTS.md"
 log "done: $RUNS/RESULTS.md"

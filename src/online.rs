@@ -43,6 +43,13 @@ pub struct OnlineStats {
     pub max_processing_ms: f64,
     pub consecutive_overruns: u32,
     pub last_latency_ms: f64,
+    /// Node time around the engine for the last scan: taking the cloud to the last publish, less
+    /// inference and less waiting for its pose.
+    pub last_overhead_ms: f64,
+    pub max_overhead_ms: f64,
+    /// How long the last cloud waited for the busy worker, and for its pose.
+    pub last_queue_wait_ms: f64,
+    pub last_pose_wait_ms: f64,
 }
 
 /// A decoded scan waiting for its pose.
@@ -138,7 +145,14 @@ pub struct OnlineMos {
     last_stamp: Option<i64>,
     waiting_for_labels: HashMap<u64, DecodedScan>,
     time_jump_logged: bool,
+    /// Allocations of earlier scans (decoded clouds, labelled points) for the next ones: a stream
+    /// of fresh megabytes costs page faults that take longer than decoding and encoding.
+    spare_clouds: Vec<PointCloud>,
+    spare_buffers: Vec<Vec<u8>>,
 }
+
+/// Spare allocations kept (a few scans' worth).
+const SPARES: usize = 2;
 
 impl OnlineMos {
     pub fn new(config: Config) -> Result<Self, EngineError> {
@@ -148,7 +162,18 @@ impl OnlineMos {
 
     pub fn with_engine(config: Config, engine: MosEngine) -> Self {
         let poses = PoseInbox::new(&config);
-        OnlineMos { config, engine, poses, stats: OnlineStats::default(), next_id: 0, last_stamp: None, waiting_for_labels: HashMap::new(), time_jump_logged: false }
+        OnlineMos {
+            config,
+            engine,
+            poses,
+            stats: OnlineStats::default(),
+            next_id: 0,
+            last_stamp: None,
+            waiting_for_labels: HashMap::new(),
+            time_jump_logged: false,
+            spare_clouds: Vec::new(),
+            spare_buffers: Vec::new(),
+        }
     }
 
     pub fn config(&self) -> &Config {
@@ -185,6 +210,13 @@ impl OnlineMos {
 
     pub fn record_latency(&mut self, ms: f64) {
         self.stats.last_latency_ms = ms;
+    }
+
+    pub fn record_overhead(&mut self, overhead_ms: f64, queue_wait_ms: f64, pose_wait_ms: f64) {
+        self.stats.last_overhead_ms = overhead_ms;
+        self.stats.max_overhead_ms = self.stats.max_overhead_ms.max(overhead_ms);
+        self.stats.last_queue_wait_ms = queue_wait_ms;
+        self.stats.last_pose_wait_ms = pose_wait_ms;
     }
 
     fn time_jumped(&mut self, from_ns: i64, to_ns: i64) {
@@ -226,7 +258,7 @@ impl OnlineMos {
     pub fn decode_cloud(&mut self, cdr: &[u8]) -> Result<DecodedScan, OnlineError> {
         self.stats.received += 1;
         let msg: PointCloud2Ref = messages::decode(cdr).map_err(|e| self.malformed("PointCloud2", e.to_string()))?;
-        let mut cloud = PointCloud::default();
+        let mut cloud = self.spare_clouds.pop().unwrap_or_default();
         let report = cloud::decode_into(&msg, &self.config.cloud, &mut cloud).map_err(|e| self.malformed("PointCloud2", e.to_string()))?;
         self.stats.dropped_nonfinite_points += report.dropped_nonfinite as u64;
         Ok(DecodedScan { header: msg.header.clone(), cloud })
@@ -275,10 +307,21 @@ impl OnlineMos {
         for result in results {
             let Some(scan) = self.waiting_for_labels.remove(&result.id) else { continue };
             self.stats.processed += 1;
-            let outputs = outputs::encode(&scan.header, &scan.cloud, &result, variant, wanted);
+            let buffer = self.spare_buffers.pop().unwrap_or_default();
+            let outputs = outputs::encode_reusing(&scan.header, &scan.cloud, &result, variant, wanted, buffer);
+            if self.spare_clouds.len() < SPARES {
+                self.spare_clouds.push(scan.cloud);
+            }
             done.push(Segmented { header: scan.header, outputs, processing_ms: ms, complete: result.complete });
         }
         Ok(done)
+    }
+
+    /// Takes back the outputs of a published scan, to reuse their allocation.
+    pub fn recycle(&mut self, outputs: MosOutputs) {
+        if self.spare_buffers.len() < SPARES {
+            self.spare_buffers.push(outputs.labelled.data);
+        }
     }
 
     /// The diagnostics to publish on `/diagnostics`.
@@ -321,6 +364,10 @@ impl OnlineMos {
                         kv("threshold_ms", format!("{:.3}", node.max_processing_ms)),
                         kv("consecutive_overruns", s.consecutive_overruns.to_string()),
                         kv("pipeline_latency_ms", format!("{:.3}", s.last_latency_ms)),
+                        kv("node_overhead_ms", format!("{:.3}", s.last_overhead_ms)),
+                        kv("max_node_overhead_ms", format!("{:.3}", s.max_overhead_ms)),
+                        kv("queue_wait_ms", format!("{:.3}", s.last_queue_wait_ms)),
+                        kv("pose_wait_ms", format!("{:.3}", s.last_pose_wait_ms)),
                     ],
                 ),
                 status(

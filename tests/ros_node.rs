@@ -189,6 +189,9 @@ fn node_labels_every_scan_like_replay_and_survives_a_malformed_cloud() {
     assert_eq!(diag["kdseg: input/processed"], scans.to_string().as_str(), "{diag}");
     assert_eq!(diag["kdseg: input/dropped_scans"], "0", "{diag}");
     assert!(diag.as_object().unwrap().keys().any(|k| k.ends_with("/device")), "{diag}");
+    // what the node adds around the engine (decode, pose, encoding, publishing) is measured
+    let overhead: f64 = diag["kdseg: processing time/max_node_overhead_ms"].as_str().and_then(|v| v.parse().ok()).unwrap_or(-1.0);
+    assert!(overhead > 0.0 && overhead < 1000.0, "{diag}");
 
     let status = node.interrupt(Duration::from_secs(15));
     assert!(status.success(), "the node exits cleanly on SIGINT: {status}");

@@ -33,6 +33,8 @@ pub enum Suite {
     Precision,
     /// one training step at batch 8
     Train,
+    /// the ROS 2 node under a sustained 10 Hz LiDAR stream: overhead over the engine, memory (ros feature)
+    Node,
     /// decode, bag, sim, mos and train
     All,
 }
@@ -67,6 +69,15 @@ pub struct RunArgs {
     /// Training suite in float32 instead of bf16 mixed precision
     #[arg(long)]
     pub fp32: bool,
+    /// Length of the node suite's stream, in seconds
+    #[arg(long, default_value_t = 600.0)]
+    pub seconds: f64,
+    /// Parameters file of the node suite
+    #[arg(long, default_value = "config/kdseg.yaml")]
+    pub params_file: PathBuf,
+    /// DDS domain of the node suite
+    #[arg(long, default_value_t = 87)]
+    pub domain_id: u32,
     /// Name the record file (default: the suite), e.g. mos-bf16
     #[arg(long)]
     pub name: Option<String>,
@@ -114,6 +125,23 @@ pub fn run(command: BenchCommand) -> Result<()> {
             }
             if args.suite == Suite::Precision {
                 save(&pipeline::precision_agreement(&args.weights, args.device, args.runs.unwrap_or(40)).map_err(anyhow::Error::msg)?, &args.out, name)?;
+            }
+            if args.suite == Suite::Node {
+                #[cfg(feature = "ros")]
+                {
+                    let options = kdseg::node::bench::NodeBenchOptions {
+                        params_file: args.params_file.clone(),
+                        weights: args.weights.clone(),
+                        device: args.device.to_string(),
+                        seconds: args.seconds,
+                        rate_hz: 10.0,
+                        warm_up_s: (args.seconds / 4.0).min(60.0),
+                        domain_id: args.domain_id,
+                    };
+                    save(&kdseg::node::bench::node_overhead(&options).map_err(anyhow::Error::msg)?, &args.out, name)?;
+                }
+                #[cfg(not(feature = "ros"))]
+                anyhow::bail!("the node suite needs the ROS 2 node: build with --features ros (make build)");
             }
             if all || args.suite == Suite::Train {
                 let steps = args.runs.unwrap_or(if cpu { 3 } else { 30 });

@@ -58,6 +58,12 @@ impl<'a> Column<'a> {
 /// Writes columns as one packed little-endian row (height 1), each field directly after the previous
 /// one with no padding, as `sensor_msgs`' `addPointField` does. All columns must have equal length.
 pub fn encode_columns(header: Header, columns: &[Column]) -> PointCloud2 {
+    encode_columns_into(header, columns, Vec::new())
+}
+
+/// [`encode_columns`] into the allocation of `data` (a stream of clouds reuses one buffer: fresh
+/// megabytes cost page faults that take longer than the encoding).
+pub fn encode_columns_into(header: Header, columns: &[Column], mut data: Vec<u8>) -> PointCloud2 {
     let n = columns.first().map(|c| c.data.len()).unwrap_or(0);
     assert!(columns.iter().all(|c| c.data.len() == n), "encode_columns: columns differ in length");
     let mut fields = Vec::with_capacity(columns.len());
@@ -67,7 +73,8 @@ pub fn encode_columns(header: Header, columns: &[Column]) -> PointCloud2 {
         offset += c.data.datatype().size();
     }
     let point_step = offset;
-    let mut data = vec![0u8; n * point_step];
+    data.clear();
+    data.resize(n * point_step, 0);
     // blocks of points in parallel, every column of a block while its rows are in cache
     data.par_chunks_mut(POINTS_PER_TASK * point_step.max(1)).enumerate().for_each(|(task, block)| {
         let first = task * POINTS_PER_TASK;
@@ -107,8 +114,13 @@ pub fn encode_columns(header: Header, columns: &[Column]) -> PointCloud2 {
 /// The labelled output layout: `x, y, z, intensity (f32), label (u32), score (f32), rgb (u32)`, 28 bytes
 /// a point. `rgb` is packed `0x00RRGGBB` so RViz colours the cloud by label with its default settings.
 pub fn encode_labelled(header: Header, cloud: &PointCloud, labels: &[u32], scores: &[f32]) -> PointCloud2 {
+    encode_labelled_into(header, cloud, labels, scores, Vec::new())
+}
+
+/// [`encode_labelled`] into the allocation of `data`.
+pub fn encode_labelled_into(header: Header, cloud: &PointCloud, labels: &[u32], scores: &[f32], data: Vec<u8>) -> PointCloud2 {
     let rgb: Vec<u32> = labels.iter().map(|&l| label_color(l)).collect();
-    encode_columns(
+    encode_columns_into(
         header,
         &[
             Column::new("x", ColumnData::F32(&cloud.x)),
@@ -119,6 +131,7 @@ pub fn encode_labelled(header: Header, cloud: &PointCloud, labels: &[u32], score
             Column::new("score", ColumnData::F32(scores)),
             Column::new("rgb", ColumnData::U32(&rgb)),
         ],
+        data,
     )
 }
 

@@ -11,7 +11,7 @@ mod encode;
 pub mod pcd;
 
 pub use decode::{decode, decode_into, decode_with, DecodeReport, FieldMapping};
-pub use encode::{encode_columns, encode_labelled, encode_velodyne, label_color, Column, ColumnData};
+pub use encode::{encode_columns, encode_columns_into, encode_labelled, encode_labelled_into, encode_velodyne, label_color, Column, ColumnData};
 
 use thiserror::Error;
 

@@ -29,9 +29,15 @@ impl Wanted {
 
 /// Builds the outputs of `result` for the cloud it came from.
 pub fn encode(header: &Header, cloud: &PointCloud, result: &ScanResult, variant: Variant, wanted: Wanted) -> MosOutputs {
+    encode_reusing(header, cloud, result, variant, wanted, Vec::new())
+}
+
+/// [`encode`], with the labelled cloud's points written into the allocation of `buffer` (a stream
+/// hands back the buffer of an earlier scan's outputs).
+pub fn encode_reusing(header: &Header, cloud: &PointCloud, result: &ScanResult, variant: Variant, wanted: Wanted, buffer: Vec<u8>) -> MosOutputs {
     let labels = result.mos_labels(variant);
     let scores = &result.moving_probability;
-    let labelled = cloud::encode_labelled(header.clone(), cloud, &labels, scores);
+    let labelled = cloud::encode_labelled_into(header.clone(), cloud, &labels, scores, buffer);
     let moving_count = labels.iter().filter(|&&l| l == LABEL_MOVING).count();
     let (moving, statik) = if wanted.split {
         let part = |keep: u32| {

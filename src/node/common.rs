@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 /// A one-slot mailbox: `put` replaces an unread message (counting it), `take` waits for one.
 pub struct Mailbox {
-    slot: Mutex<(Option<Vec<u8>>, u64)>,
+    slot: Mutex<(Option<(Vec<u8>, Instant)>, u64)>,
     ready: Condvar,
 }
 
@@ -17,20 +17,22 @@ impl Mailbox {
     }
 
     pub fn put(&self, message: Vec<u8>) {
+        let arrived = Instant::now();
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.0.replace(message).is_some() {
+        if slot.0.replace((message, arrived)).is_some() {
             slot.1 += 1;
         }
         self.ready.notify_one();
     }
 
-    /// The newest message and how many unread ones it replaced, waiting at most `timeout`.
-    pub fn take(&self, timeout: Duration) -> Option<(Vec<u8>, u64)> {
+    /// The newest message, when it arrived, and how many unread ones it replaced, waiting at most
+    /// `timeout`.
+    pub fn take(&self, timeout: Duration) -> Option<(Vec<u8>, Instant, u64)> {
         let slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
         let (mut slot, _) = self.ready.wait_timeout_while(slot, timeout, |s| s.0.is_none()).unwrap_or_else(|e| e.into_inner());
-        let message = slot.0.take()?;
+        let (message, arrived) = slot.0.take()?;
         let replaced = std::mem::take(&mut slot.1);
-        Some((message, replaced))
+        Some((message, arrived, replaced))
     }
 
     /// Wakes a waiting `take` (at shutdown).
@@ -81,7 +83,9 @@ mod tests {
         mailbox.put(vec![1]);
         mailbox.put(vec![2]);
         mailbox.put(vec![3]);
-        assert_eq!(mailbox.take(Duration::from_millis(1)), Some((vec![3], 2)));
+        let (message, arrived, replaced) = mailbox.take(Duration::from_millis(1)).unwrap();
+        assert_eq!((message, replaced), (vec![3], 2));
+        assert!(arrived.elapsed() < Duration::from_secs(5));
         assert_eq!(mailbox.take(Duration::from_millis(1)), None);
     }
 }

@@ -17,6 +17,7 @@
 //! A second pipeline (4D radar + camera) plugs in as another set of subscriptions, mailbox and
 //! worker next to the MOS one, sharing [`common`].
 
+pub mod bench;
 mod common;
 mod parameters;
 
@@ -53,6 +54,7 @@ struct Publishers {
     point_labels: PublisherUntyped,
     processing_ms: PublisherUntyped,
     latency_ms: PublisherUntyped,
+    overhead_ms: PublisherUntyped,
     diagnostics: PublisherUntyped,
 }
 
@@ -62,6 +64,12 @@ fn subscribed(p: &PublisherUntyped) -> bool {
 
 /// Runs the node until SIGINT/SIGTERM.
 pub fn run() -> Result<(), NodeError> {
+    // Fast DDS publishes synchronously by default: the worker would push every 3 MB cloud through the
+    // transport itself (about a millisecond here). Asynchronous publishing hands it to Fast DDS's
+    // thread; a user's own setting wins. Set before rmw starts, while this is the only thread.
+    if std::env::var_os("RMW_FASTRTPS_PUBLICATION_MODE").is_none() {
+        std::env::set_var("RMW_FASTRTPS_PUBLICATION_MODE", "ASYNCHRONOUS");
+    }
     let ctx = r2r::Context::create()?;
     let mut node = r2r::Node::create(ctx, "kdseg", "")?;
     let node_name = node.name()?;
@@ -93,6 +101,7 @@ pub fn run() -> Result<(), NodeError> {
         point_labels: node.create_publisher_untyped(&resolve(&config.outputs.point_labels), "kdseg_msgs/msg/PointLabels", output_qos.clone())?,
         processing_ms: node.create_publisher_untyped(&resolve("~/debug/processing_time_ms"), "std_msgs/msg/Float64", output_qos.clone())?,
         latency_ms: node.create_publisher_untyped(&resolve("~/debug/pipeline_latency_ms"), "std_msgs/msg/Float64", output_qos.clone())?,
+        overhead_ms: node.create_publisher_untyped(&resolve("~/debug/node_overhead_ms"), "std_msgs/msg/Float64", output_qos.clone())?,
         diagnostics: node.create_publisher_untyped("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", QosProfile::default().keep_last(10))?,
     };
     let clouds = node.subscribe_raw(&topics.lidar, "sensor_msgs/msg/PointCloud2", input_qos)?;
@@ -234,7 +243,8 @@ fn worker_loop(
                 publish(&publishers.diagnostics, &scratch, &mut log);
             }
         }
-        let Some((bytes, replaced)) = mailbox.take(diagnostics_period) else { continue };
+        let Some((bytes, arrived, replaced)) = mailbox.take(diagnostics_period) else { continue };
+        let taken = std::time::Instant::now();
         for _ in 0..replaced {
             pipeline.record_drop();
         }
@@ -264,6 +274,7 @@ fn worker_loop(
             pipeline.record_pose_failure();
             continue;
         };
+        let pose_wait = waited.elapsed();
         let wanted = Wanted { split: subscribed(&publishers.moving) || subscribed(&publishers.statik), point_labels: subscribed(&publishers.point_labels) };
         let segmented = match pipeline.segment(scan, pose, wanted) {
             Ok(s) => s,
@@ -293,6 +304,17 @@ fn worker_loop(
             }
             if subscribed(&publishers.latency_ms) {
                 send(&publishers.latency_ms, &messages::Float64 { data: latency });
+            }
+            pipeline.recycle(s.outputs);
+        }
+        // what the node adds to the engine for this message: its work from taking the cloud to the
+        // last publish, less inference and less waiting for the pose; the time the cloud waited for
+        // the busy worker is queueing, reported apart
+        let overhead = (taken.elapsed().saturating_sub(pose_wait)).as_secs_f64() * 1e3 - pipeline.stats().last_processing_ms;
+        pipeline.record_overhead(overhead, (taken - arrived).as_secs_f64() * 1e3, pose_wait.as_secs_f64() * 1e3);
+        if subscribed(&publishers.overhead_ms) {
+            if messages::cdr::encode_into(&messages::Float64 { data: overhead }, &mut scratch).is_ok() {
+                publish(&publishers.overhead_ms, &scratch, &mut log);
             }
         }
     }
