@@ -106,7 +106,8 @@ pub fn save_atomic(vs: &VarStore, path: &Path) -> Result<(), CheckpointError> {
     }
     let tmp = path.with_extension("tmp.safetensors");
     let variables = vs.variables();
-    let mut named: Vec<(String, Tensor)> = variables.into_iter().map(|(k, v)| (k, v.to_device(tch::Device::Cpu))).collect();
+    // packed: safetensors stores the bytes as laid out, and a variable may be a strided view
+    let mut named: Vec<(String, Tensor)> = variables.into_iter().map(|(k, v)| (k, v.to_device(tch::Device::Cpu).contiguous())).collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
     Tensor::write_safetensors(&named, &tmp).map_err(|e| write_err(e.to_string()))?;
     std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| write_err(e.to_string()))?;
