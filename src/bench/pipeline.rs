@@ -247,6 +247,42 @@ pub fn train_step(device: crate::mos::DeviceChoice, batch: usize, steps: usize, 
         i += 1;
     });
     let memory = crate::gpu::memory_stats(dev);
+    // where a step's time goes: the same steps with the device synchronised between stages
+    let sync = || {
+        if let Device::Cuda(d) = dev {
+            tch::Cuda::synchronize(d as i64);
+        }
+    };
+    const STAGES: [&str; 5] = ["batch (features, grid indices, augmentation)", "forward (network, voxel targets, point logits)", "loss (Lovász, cross-entropy, NCKD, TCKD)", "backward", "SGD update"];
+    let mut stage_samples: Vec<Vec<Duration>> = vec![Vec::new(); STAGES.len()];
+    for _ in 0..steps.min(10) {
+        let mut times = Vec::with_capacity(STAGES.len());
+        let mut t = Instant::now();
+        let mut lap = |times: &mut Vec<Duration>| {
+            sync();
+            times.push(t.elapsed());
+            t = Instant::now();
+        };
+        let chosen: Vec<&Scan> = scans[(i % 2) * batch..(i % 2 + 1) * batch].iter().collect();
+        let b = train::make_batch(&chosen, &net.grid, Some((&augment, &mut rng)), kind, true);
+        lap(&mut times);
+        let input = crate::model::BevInput { features: &b.features, grid: &b.grid, batch: &b.batch, batch_size: b.batch_size };
+        let bev = net.forward(&input, true);
+        let (voxel_logits, voxel_labels) = train::voxel_targets(&net, &b, &bev);
+        let point_logits = net.point_logits(&bev, &input);
+        lap(&mut times);
+        let terms = train::loss::kdmos_loss(&voxel_logits, &voxel_labels, &point_logits, &b.classes, b.teacher.as_ref(), 0.3, 4.0);
+        lap(&mut times);
+        optimizer.zero_grad();
+        terms.total.backward();
+        lap(&mut times);
+        optimizer.step(0.01);
+        lap(&mut times);
+        for (k, d) in times.into_iter().enumerate() {
+            stage_samples[k].push(d);
+        }
+        i += 1;
+    }
     let mut record = BenchRecord::new("train", &format!("Training step on {dev:?}, batch {batch} ({points} points), {}", if bf16 { "bf16 mixed precision" } else { "fp32" }));
     let on_gpu = dev != Device::Cpu;
     let m = Metric::new("one step (forward, loss with KD, backward, SGD), p50", latency.p50_ms, "ms");
@@ -257,6 +293,11 @@ pub fn train_step(device: crate::mos::DeviceChoice, batch: usize, steps: usize, 
     }
     if on_gpu {
         record.metrics.push(Metric::new("speed-up over the PyTorch reference step (190 ms)", REFERENCE_TRAIN_STEP_MS / latency.p50_ms, "×"));
+    }
+    for (name, samples) in STAGES.iter().zip(stage_samples.iter_mut()) {
+        if !samples.is_empty() {
+            record.metrics.push(Metric::new(&format!("{name}, p50 (synchronised)"), Latency::from_samples(samples).p50_ms, "ms"));
+        }
     }
     record.notes.push(format!("{steps} steps after 3 warm-up steps; random motion features and teacher logits (the step's cost does not depend on their values)"));
     Ok(record)
