@@ -20,7 +20,7 @@ fn main() {
             println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
             println!("cargo:rustc-link-arg=-ltorch_cuda");
             println!("cargo:rustc-link-arg=-Wl,--as-needed");
-            build_cuda_memory_stats(&torch_lib);
+            build_cuda_shim(&torch_lib);
         }
     }
     println!("cargo:rustc-check-cfg=cfg(kdseg_cuda_shim)");
@@ -50,9 +50,8 @@ fn main() {
 }
 
 /// Compiles the small C++ shim that reads libtorch's CUDA caching-allocator statistics and captures
-/// CUDA graphs, when the
-/// CUDA headers of the PyPI wheels (nvidia/cu*/include) are next to torch.
-fn build_cuda_memory_stats(torch_lib: &std::path::Path) {
+/// CUDA graphs, when the CUDA headers of the PyPI wheels (nvidia/cu*/include) are next to torch.
+fn build_cuda_shim(torch_lib: &std::path::Path) {
     println!("cargo:rerun-if-changed=src/gpu/memory_stats.cpp");
     println!("cargo:rerun-if-changed=src/gpu/graph.cpp");
     let Some(torch_dir) = torch_lib.parent() else { return };

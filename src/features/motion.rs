@@ -209,11 +209,10 @@ impl MotionFeatures {
 
     /// Projects every buffered scan into the newest scan's frame.
     ///
-    /// All slots at once, and nothing here waits for the device: the history's points are
-    /// concatenated, each point takes its slot's transform (uploaded in one non-blocking copy), and
-    /// points outside the volume land in a spare cell at the end of each slot's image instead of
-    /// being selected out (`nonzero` would synchronise the stream). A few dozen kernels however long
-    /// the history, which is what matters on a GPU whose host launches them slowly.
+    /// Nothing here waits for the device: the slot transforms go up in one non-blocking copy, the
+    /// transformed slots are binned together, and points outside the volume land in a spare cell at
+    /// the end of each slot's image instead of being selected out (`nonzero` would synchronise the
+    /// stream). Few kernels, which is what matters on a GPU whose host launches them slowly.
     fn project(&self) -> Projection {
         let current = &self.buffer.back().expect("project on an empty buffer").scan;
         let to_current = current.pose.try_inverse().unwrap_or_else(Matrix4::identity);

@@ -191,8 +191,9 @@ pub fn node_overhead(options: &NodeBenchOptions) -> Result<BenchRecord, String> 
         let now = Instant::now();
         if now >= next {
             let (cloud, pose, _) = &scans[published % SCANS];
-            let lap = (published / SCANS) as i32;
-            let chained = loop_step.pow(lap as u32) * pose;
+            // each lap of the drive continues from where the last one ended
+            let lap = (published / SCANS) as u32;
+            let chained = loop_step.pow(lap) * pose;
             let stamp = wall_time();
             let odom = Odometry {
                 header: Header { stamp, frame_id: "odom".into() },

@@ -244,7 +244,7 @@ fn worker_loop(
             }
         }
         let Some((bytes, arrived, replaced)) = mailbox.take(diagnostics_period) else { continue };
-        let taken = std::time::Instant::now();
+        let taken = Instant::now();
         for _ in 0..replaced {
             pipeline.record_drop();
         }
