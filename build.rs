@@ -54,6 +54,7 @@ fn main() {
 fn build_cuda_shim(torch_lib: &std::path::Path) {
     println!("cargo:rerun-if-changed=src/gpu/memory_stats.cpp");
     println!("cargo:rerun-if-changed=src/gpu/graph.cpp");
+    println!("cargo:rerun-if-changed=src/gpu/profiler.cpp");
     let Some(torch_dir) = torch_lib.parent() else { return };
     let Some(site_packages) = torch_dir.parent() else { return };
     let cuda_include = std::fs::read_dir(site_packages.join("nvidia"))
@@ -68,6 +69,7 @@ fn build_cuda_shim(torch_lib: &std::path::Path) {
         .cpp(true)
         .file("src/gpu/memory_stats.cpp")
         .file("src/gpu/graph.cpp")
+        .file("src/gpu/profiler.cpp")
         .include(torch_dir.join("include"))
         .include(torch_dir.join("include").join("torch").join("csrc").join("api").join("include"))
         .include(&cuda_include);

@@ -87,9 +87,14 @@ fn a_batch_without_moving_points_has_no_tckd_and_no_nan() {
     let base = terms.lovasz.double_value(&[]) + terms.cross_entropy.double_value(&[]);
     assert!(total.is_finite());
     assert!((total - (base + 0.3 * 3.0 * nckd)).abs() < 1e-5, "{total} vs {base} + 0.9 · {nckd}");
-    // points labelled 0 only: no NCKD either
+    assert_eq!(terms.tckd.expect("KD on: the term is there").double_value(&[]), 0.0);
+    assert_eq!(terms.moving_points.expect("KD on: the count is there").double_value(&[]), 0.0);
+    // points labelled 0 only: no NCKD either, and the whole loss still has no NaN
     let zeros = Tensor::zeros([3], (Kind::Int64, Device::Cpu));
     assert!(loss::nckd(&s, &t, &zeros, 4.0).is_none());
+    let terms = loss::kdmos_loss(&voxel_logits, &zeros, &voxel_logits, &zeros, Some(&t), 0.3, 4.0);
+    assert_eq!(terms.nckd.expect("KD on").double_value(&[]), 0.0);
+    assert_eq!(terms.total.double_value(&[]), 0.0, "every voxel ignored and no weighted point: nothing to learn");
 }
 
 #[test]

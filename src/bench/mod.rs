@@ -4,6 +4,7 @@
 //! date.
 
 mod data_plane;
+pub mod profile;
 pub mod pipeline;
 mod report;
 

@@ -9,7 +9,7 @@ use crate::model::{NetConfig, PolarBevNet};
 use crate::mos::{outputs, EngineConfig, MosEngine, Precision, ScanInput};
 use crate::sim::{self, Preset, SimConfig, Simulator};
 use crate::train::data::{MotionInput, Scan};
-use crate::train::{self, Augmentation};
+use crate::train::{self, Augmentation, TrainConfig};
 use nalgebra::Matrix4;
 use std::time::{Duration, Instant};
 use tch::{Device, Kind, Tensor};
@@ -45,7 +45,10 @@ pub fn simulator(scans: usize) -> Result<BenchRecord, sim::SimError> {
 }
 
 /// The MOS pipeline per stage and end to end on `device` with `precision`.
-pub fn mos_pipeline(weights: &std::path::Path, device: crate::mos::DeviceChoice, precision: Precision, motion: MotionMode, cuda_graph: bool, runs: usize) -> Result<BenchRecord, String> {
+/// With `profile`, a third pass of up to 20 scans runs under libtorch's profiler (see
+/// [`super::profile`]) and its totals go to that folder.
+#[allow(clippy::too_many_arguments)]
+pub fn mos_pipeline(weights: &std::path::Path, device: crate::mos::DeviceChoice, precision: Precision, motion: MotionMode, cuda_graph: bool, runs: usize, profile: Option<&std::path::Path>) -> Result<BenchRecord, String> {
     let scans = simulated_scans(runs + 10, 7).map_err(|e| e.to_string())?;
     let config = EngineConfig { weights: weights.to_path_buf(), device, precision, motion, intensity_scale: 1.0, cuda_graph };
     let mut engine = MosEngine::new(&config).map_err(|e| e.to_string())?;
@@ -104,6 +107,27 @@ pub fn mos_pipeline(weights: &std::path::Path, device: crate::mos::DeviceChoice,
             let t = r.timings;
             stages.push([decode_ms, t.upload_ms, t.motion_ms, t.features_ms, t.network_ms, t.labels_ms, encode_ms]);
         }
+    }
+    if let Some(dir) = profile {
+        engine.set_profiling(false);
+        engine.reset();
+        let profiled = messages.len().saturating_sub(8).min(20);
+        let mut run_scans = |range: std::ops::Range<usize>| -> Result<(), String> {
+            for i in range {
+                let view: PointCloud2Ref = messages::decode(&messages[i]).map_err(|e| e.to_string())?;
+                cloud::decode_into(&view, &mapping, &mut decoded).map_err(|e| e.to_string())?;
+                let results = engine.process(ScanInput { id: i as u64, stamp_ns: scans[i].2, cloud: &decoded, pose: scans[i].1 }).map_err(|e| e.to_string())?;
+                for r in &results {
+                    let o = outputs::encode(&view.header, &decoded, r, variant, outputs::Wanted { split: false, point_labels: true });
+                    std::hint::black_box(messages::encode(&o.labelled).map_err(|e| e.to_string())?);
+                }
+            }
+            Ok(())
+        };
+        run_scans(0..8)?;
+        let (outcome, summary) = super::profile::record(dir, &format!("mos-{precision}"), dev.is_cuda(), profiled, || run_scans(8..8 + profiled))?;
+        outcome?;
+        print!("{}", super::profile::render(&summary, &format!("mos-{precision}"), 25));
     }
     let e2e = Latency::from_samples(&mut e2e);
     let target = if dev == Device::Cpu { 2000.0 } else { 3.0 };
@@ -195,8 +219,13 @@ pub fn motion_features(device: crate::mos::DeviceChoice, mode: MotionMode, runs:
 }
 
 /// One training step at `batch` scans (about 120k points each).
-pub fn train_step(device: crate::mos::DeviceChoice, batch: usize, steps: usize, bf16: bool) -> Result<BenchRecord, String> {
+/// With `profile`, 5 more steps run under libtorch's profiler and their totals go to that folder.
+pub fn train_step(device: crate::mos::DeviceChoice, batch: usize, steps: usize, bf16: bool, profile: Option<&std::path::Path>) -> Result<BenchRecord, String> {
     let dev = device.resolve()?;
+    if dev.is_cuda() {
+        // as `kdseg train` does by default (train.cudnn_benchmark)
+        tch::Cuda::cudnn_set_benchmark(TrainConfig::default().cudnn_benchmark);
+    }
     let kind = if bf16 { Kind::BFloat16 } else { Kind::Float };
     let data = simulated_scans(batch * 2, 3).map_err(|e| e.to_string())?;
     let scans: Vec<Scan> = data
@@ -229,9 +258,8 @@ pub fn train_step(device: crate::mos::DeviceChoice, batch: usize, steps: usize, 
         let b = train::make_batch(&chosen, &net.grid, Some((&augment, &mut rng)), kind, true);
         let input = crate::model::BevInput { features: &b.features, grid: &b.grid, batch: &b.batch, batch_size: b.batch_size };
         let bev = net.forward(&input, true);
-        let (voxel_logits, voxel_labels) = train::voxel_targets(&net, &b, &bev);
-        let point_logits = net.point_logits(&bev, &input);
-        let terms = train::loss::kdmos_loss(&voxel_logits, &voxel_labels, &point_logits, &b.classes, b.teacher.as_ref(), 0.3, 4.0);
+        let logits = train::training_logits(&net, &b, &bev);
+        let terms = train::loss::kdmos_loss(&logits.voxel, &logits.voxel_labels, &logits.point, &b.classes, b.teacher.as_ref(), 0.3, 4.0);
         optimizer.zero_grad();
         terms.total.backward();
         optimizer.step(0.01);
@@ -247,6 +275,16 @@ pub fn train_step(device: crate::mos::DeviceChoice, batch: usize, steps: usize, 
         i += 1;
     });
     let memory = crate::gpu::memory_stats(dev);
+    if let Some(dir) = profile {
+        let name = if bf16 { "train-bf16" } else { "train-fp32" };
+        let (_, summary) = super::profile::record(dir, name, dev.is_cuda(), 5, || {
+            for _ in 0..5 {
+                std::hint::black_box(step(i));
+                i += 1;
+            }
+        })?;
+        print!("{}", super::profile::render(&summary, name, 25));
+    }
     // where a step's time goes: the same steps with the device synchronised between stages
     let sync = || {
         if let Device::Cuda(d) = dev {
@@ -268,10 +306,9 @@ pub fn train_step(device: crate::mos::DeviceChoice, batch: usize, steps: usize, 
         lap(&mut times);
         let input = crate::model::BevInput { features: &b.features, grid: &b.grid, batch: &b.batch, batch_size: b.batch_size };
         let bev = net.forward(&input, true);
-        let (voxel_logits, voxel_labels) = train::voxel_targets(&net, &b, &bev);
-        let point_logits = net.point_logits(&bev, &input);
+        let logits = train::training_logits(&net, &b, &bev);
         lap(&mut times);
-        let terms = train::loss::kdmos_loss(&voxel_logits, &voxel_labels, &point_logits, &b.classes, b.teacher.as_ref(), 0.3, 4.0);
+        let terms = train::loss::kdmos_loss(&logits.voxel, &logits.voxel_labels, &logits.point, &b.classes, b.teacher.as_ref(), 0.3, 4.0);
         lap(&mut times);
         optimizer.zero_grad();
         terms.total.backward();

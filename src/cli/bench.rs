@@ -78,6 +78,14 @@ pub struct RunArgs {
     /// DDS domain of the node suite
     #[arg(long, default_value_t = 87)]
     pub domain_id: u32,
+    /// Also run the MOS or training suite under libtorch's profiler and write where the host's and
+    /// the GPU's time goes to this folder (SUITE-profile.txt, raw SUITE-events.tsv)
+    #[arg(long)]
+    pub profile: Option<PathBuf>,
+    /// MOS suites: let cuDNN time its convolution algorithms on the first scans and keep the fastest
+    /// (the training suite always does, as `kdseg train` does by default)
+    #[arg(long)]
+    pub cudnn_benchmark: bool,
     /// Name the record file (default: the suite), e.g. mos-bf16
     #[arg(long)]
     pub name: Option<String>,
@@ -107,6 +115,9 @@ pub fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Run(args) => {
             let all = args.suite == Suite::All;
+            if args.cudnn_benchmark {
+                tch::Cuda::cudnn_set_benchmark(true);
+            }
             let name = args.name.as_deref();
             let cpu = args.device.resolve().map(|d| d == tch::Device::Cpu).unwrap_or(true);
             if all || args.suite == Suite::Decode {
@@ -120,7 +131,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
             }
             if all || args.suite == Suite::Mos {
                 let runs = args.runs.unwrap_or(if cpu { 12 } else { 200 });
-                let record = pipeline::mos_pipeline(&args.weights, args.device, args.precision, args.motion, !args.no_cuda_graph, runs).map_err(anyhow::Error::msg)?;
+                let record = pipeline::mos_pipeline(&args.weights, args.device, args.precision, args.motion, !args.no_cuda_graph, runs, args.profile.as_deref()).map_err(anyhow::Error::msg)?;
                 save(&record, &args.out, name)?;
             }
             if args.suite == Suite::Precision {
@@ -145,7 +156,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
             }
             if all || args.suite == Suite::Train {
                 let steps = args.runs.unwrap_or(if cpu { 3 } else { 30 });
-                save(&pipeline::train_step(args.device, 8, steps, !args.fp32 && !cpu).map_err(anyhow::Error::msg)?, &args.out, name)?;
+                save(&pipeline::train_step(args.device, 8, steps, !args.fp32 && !cpu, args.profile.as_deref()).map_err(anyhow::Error::msg)?, &args.out, name)?;
             }
             Ok(())
         }

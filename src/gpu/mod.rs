@@ -134,3 +134,60 @@ impl Drop for CudaGraph {
 // SAFETY: the graph is only used from the thread that owns the engine holding it; moving it between
 // threads (the node moves its engine into a worker) is fine for CUDA graphs.
 unsafe impl Send for CudaGraph {}
+
+#[cfg(kdseg_cuda_shim)]
+extern "C" {
+    fn kdseg_profiler_last_error() -> *const std::os::raw::c_char;
+    fn kdseg_profiler_start(cuda: i32) -> i32;
+    fn kdseg_profiler_stop(events_path: *const std::os::raw::c_char) -> i32;
+}
+
+/// libtorch's profiler (Kineto): host ops and, with CUDA, every kernel, between [`Profiler::start`]
+/// and [`Profiler::stop`], which writes the raw events (see `kdseg::bench::profile`).
+pub struct Profiler {
+    _running: (),
+}
+
+impl Profiler {
+    /// Starts recording host ops, and GPU activity when `cuda`.
+    pub fn start(cuda: bool) -> Result<Profiler, String> {
+        #[cfg(kdseg_cuda_shim)]
+        {
+            // SAFETY: no pointers; the shim catches every C++ exception.
+            if unsafe { kdseg_profiler_start(i32::from(cuda)) } != 0 {
+                return Err(format!("the profiler did not start: {}", profiler_error()));
+            }
+            return Ok(Profiler { _running: () });
+        }
+        #[allow(unreachable_code)]
+        {
+            let _ = cuda;
+            Err("this build has no libtorch profiler shim (it needs the CUDA headers next to torch)".into())
+        }
+    }
+
+    /// Stops recording and writes one line per event to `events` (device, activity type, thread,
+    /// start ns, end ns, correlation id, name; tab-separated).
+    pub fn stop(self, events: &std::path::Path) -> Result<(), String> {
+        #[cfg(kdseg_cuda_shim)]
+        {
+            let path = std::ffi::CString::new(events.as_os_str().as_encoded_bytes()).map_err(|_| format!("{}: a NUL byte in the path", events.display()))?;
+            // SAFETY: a valid NUL-terminated path; the shim catches every C++ exception.
+            if unsafe { kdseg_profiler_stop(path.as_ptr()) } != 0 {
+                return Err(format!("{}: {}", events.display(), profiler_error()));
+            }
+            return Ok(());
+        }
+        #[allow(unreachable_code)]
+        {
+            let _ = events;
+            Err("this build has no libtorch profiler shim".into())
+        }
+    }
+}
+
+#[cfg(kdseg_cuda_shim)]
+fn profiler_error() -> String {
+    // SAFETY: the shim returns a NUL-terminated thread-local string that lives until the next call.
+    unsafe { std::ffi::CStr::from_ptr(kdseg_profiler_last_error()) }.to_string_lossy().into_owned()
+}

@@ -137,6 +137,12 @@ impl Unet {
     }
 
     fn forward(&self, appearance: &Tensor, motion: &Tensor, train: bool) -> Tensor {
+        let (appearance, motion) = if train {
+            (layers::channels_last(appearance), layers::channels_last(motion))
+        } else {
+            (appearance.shallow_clone(), motion.shallow_clone())
+        };
+        let (appearance, motion) = (&appearance, &motion);
         let m0 = self.res_inc.forward(motion, train);
         let m1 = self.res_down[0].forward(&m0, train);
         let m2 = self.res_down[1].forward(&m1, train);
@@ -150,7 +156,8 @@ impl Unet {
         let x = self.up[1].forward(&x, &c2, train);
         let x = self.up[2].forward(&x, &c1, train);
         let x = self.up[3].forward(&x, &c0, train);
-        self.outc.forward(&x.dropout(self.dropout, train))
+        // NCHW in, NCHW out: the voxel and point logits index the output in that order
+        self.outc.forward(&x.dropout(self.dropout, train).contiguous())
     }
 }
 
@@ -218,29 +225,36 @@ impl PolarBevNet {
     }
 
     /// Points → the appearance and motion BEV images `[B, C, 480, 360]` (PointNet, scatter-max,
-    /// feature compression).
+    /// feature compression). The images are channels-last in memory when training (what the U-Net then
+    /// runs in), NCHW otherwise.
+    ///
+    /// Pooling goes straight into the full grid rather than over the unique occupied cells as the
+    /// reference does: the values are the same (empty cells are zero), and without `unique` the host
+    /// never waits for the device here.
     pub fn bev_images(&self, input: &BevInput, train: bool) -> (Tensor, Tensor) {
         let (h, w) = (self.grid.size[0], self.grid.size[1]);
         let device = input.features.device();
         let kind = input.features.kind();
+        let cells_total = input.batch_size * h * w;
         let cell = input.batch * (h * w) + input.grid.select(1, 0) * w + input.grid.select(1, 1);
-        let (cells, inverse, _) = cell.internal_unique2(true, true, false);
-        let n_cells = cells.size()[0];
+        let occupied = Tensor::zeros([cells_total, 1], (kind, device)).index_fill(0, &cell, 1.0);
         let appearance = input.features.narrow(1, 0, APPEARANCE_COLUMNS);
         let motion = input.features.narrow(1, APPEARANCE_COLUMNS, self.config.motion_channels);
-        let point_features = self.point_net.forward(&appearance, train);
-        let pooled = scatter_max(&point_features, &inverse, n_cells);
-        let compressed = self.fea_compression.forward(&pooled).relu();
-        let cells_total = input.batch_size * h * w;
-        let image = |values: &Tensor| {
-            let c = values.size()[1];
-            Tensor::zeros([cells_total, c], (kind, device))
-                .index_put(&[Some(&cells)], values, false)
-                .view([input.batch_size, h, w, c])
-                .permute([0, 3, 1, 2])
-                .contiguous()
+        // contiguous: batch norm over a strided [N, 9] view takes its slow one-block-per-channel
+        // kernels (27 ms of a training step's backward at 950k points)
+        let point_features = self.point_net.forward(&appearance.contiguous(), train);
+        // an empty cell's compressed feature would be relu(bias): masked back to zero
+        let compressed = self.fea_compression.forward(&scatter_max(&point_features, &cell, cells_total)).relu() * &occupied;
+        let image = |cells: Tensor| {
+            let c = cells.size()[1];
+            let nhwc = cells.view([input.batch_size, h, w, c]).permute([0, 3, 1, 2]);
+            if train {
+                nhwc
+            } else {
+                nhwc.contiguous()
+            }
         };
-        (image(&compressed), image(&scatter_max(&motion, &inverse, n_cells)))
+        (image(compressed), image(scatter_max(&motion, &cell, cells_total)))
     }
 
     /// Per-point logits `[N, classes]` gathered from BEV logits at each point's voxel.
@@ -279,9 +293,13 @@ impl ModelCard {
     }
 }
 
-/// Per-cell maximum of `values [N, C]` over the points of each cell (`cell_of [N]` in 0..cells).
+/// Per-cell maximum of `values [N, C]` over the points of each cell (`cell_of [N]` in 0..cells);
+/// zero in cells without points.
 fn scatter_max(values: &Tensor, cell_of: &Tensor, cells: i64) -> Tensor {
     let c = values.size()[1];
     let index = cell_of.unsqueeze(1).expand([-1, c], false);
-    Tensor::zeros([cells, c], (values.kind(), values.device())).internal_scatter_reduce(0, &index, values, "amax", false)
+    // include_self = false: a cell's maximum is over its points only, not over the zero it starts
+    // at. The zeros are one expanded element: autograd keeps `self` for the backward pass, and a full
+    // [cells, C] tensor there would hold 0.7 GB in a training step.
+    Tensor::zeros([1, 1], (values.kind(), values.device())).expand([cells, c], false).internal_scatter_reduce(0, &index, values, "amax", false)
 }

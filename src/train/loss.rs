@@ -22,36 +22,37 @@ pub const MOVING_CLASS: i64 = 3;
 pub struct LossTerms {
     pub lovasz: Tensor,
     pub cross_entropy: Tensor,
+    /// With distillation: NCKD (0 when no point has a non-zero weight).
     pub nckd: Option<Tensor>,
+    /// With distillation: TCKD (0 when the batch has no moving point).
     pub tckd: Option<Tensor>,
+    /// With distillation: how many ground-truth moving points the batch has (TCKD's count).
+    pub moving_points: Option<Tensor>,
     pub total: Tensor,
 }
 
 /// Lovász-softmax over `probabilities [V, C]` and `labels [V]` (int64), classes present only,
 /// ignoring label `ignore`.
+///
+/// Computed without the host ever waiting for the device: instead of dropping ignored rows and
+/// absent classes (which needs their counts on the host), ignored rows get error 0, so they sort
+/// behind every row that contributes and add nothing, and absent classes are masked out of the mean.
+/// The value is the reference's.
 pub fn lovasz_softmax(probabilities: &Tensor, labels: &Tensor, ignore: i64) -> Tensor {
-    let valid = labels.ne(ignore).nonzero().squeeze_dim(1);
-    let probabilities = probabilities.index_select(0, &valid);
-    let labels = labels.index_select(0, &valid);
-    if labels.numel() == 0 {
-        return probabilities.sum(Kind::Float) * 0.0;
-    }
     let classes = probabilities.size()[1];
-    let mut losses = Vec::new();
+    let valid = labels.ne(ignore);
+    let mut losses = Vec::with_capacity(classes as usize);
+    let mut present = Vec::with_capacity(classes as usize);
     for c in 0..classes {
-        let fg = labels.eq(c).to_kind(Kind::Float);
-        if fg.sum(Kind::Float).double_value(&[]) == 0.0 {
-            continue;
-        }
-        let errors = (&fg - probabilities.select(1, c)).abs();
+        let fg = labels.eq(c).logical_and(&valid).to_kind(Kind::Float);
+        let errors = (&fg - probabilities.select(1, c)).abs().where_scalarother(&valid, 0.0);
         let (sorted, perm) = errors.sort(0, true);
         let fg_sorted = fg.index_select(0, &perm);
         losses.push(sorted.dot(&lovasz_grad(&fg_sorted)));
+        present.push(fg.sum(Kind::Float).gt(0.0).to_kind(Kind::Float));
     }
-    if losses.is_empty() {
-        return probabilities.sum(Kind::Float) * 0.0;
-    }
-    Tensor::stack(&losses, 0).mean(Kind::Float)
+    let (losses, present) = (Tensor::stack(&losses, 0), Tensor::stack(&present, 0));
+    (losses * &present).sum(Kind::Float) / present.sum(Kind::Float).clamp_min(1.0)
 }
 
 /// Gradient of the Lovász extension with respect to sorted errors (Berman et al., Alg. 1).
@@ -70,9 +71,11 @@ fn lovasz_grad(fg_sorted: &Tensor) -> Tensor {
     }
 }
 
-/// Cross-entropy over voxels, ignoring label `ignore`, mean over the rest.
+/// Cross-entropy over voxels, ignoring label `ignore`, mean over the rest (0, not the reference's
+/// NaN, when every voxel is ignored).
 pub fn voxel_cross_entropy(logits: &Tensor, labels: &Tensor, ignore: i64) -> Tensor {
-    logits.cross_entropy_loss::<Tensor>(labels, None, Reduction::Mean, ignore, 0.0)
+    let sum = logits.cross_entropy_loss::<Tensor>(labels, None, Reduction::Sum, ignore, 0.0);
+    mean_or_zero(&sum, &labels.ne(ignore).sum(Kind::Float))
 }
 
 /// One-hot mask of the target class, `[N, C]` float.
@@ -85,39 +88,53 @@ fn kl_elementwise(log_input: &Tensor, target: &Tensor) -> Tensor {
     target * (target.log() - log_input)
 }
 
-/// Weighted non-target KD (NCKD), `None` when no point has a non-zero weight.
-pub fn nckd(student: &Tensor, teacher: &Tensor, labels: &Tensor, temperature: f64) -> Option<Tensor> {
+/// NCKD's weighted sum and its normaliser (the sum of point weights), as device scalars.
+fn nckd_parts(student: &Tensor, teacher: &Tensor, labels: &Tensor, temperature: f64) -> (Tensor, Tensor) {
     let classes = student.size()[1];
     let weights = Tensor::from_slice(&CLASS_WEIGHTS).to_kind(Kind::Float).to_device(student.device()).index_select(0, labels).unsqueeze(1);
-    let weight_sum = weights.sum(Kind::Float);
-    if weight_sum.double_value(&[]) <= 0.0 {
-        return None;
-    }
     let gt = target_mask(labels, classes) * 1000.0;
     let p_teacher = (teacher / temperature - &gt).softmax(1, Kind::Float) + 1e-8;
     let log_student = (student / temperature - &gt).log_softmax(1, Kind::Float) + 1e-8;
     let per_element = kl_elementwise(&log_student, &p_teacher) * &weights;
-    Some(per_element.sum(Kind::Float) / weight_sum)
+    (per_element.sum(Kind::Float), weights.sum(Kind::Float))
 }
 
-/// Target KD (TCKD) on ground-truth moving points, `None` when the batch has none.
-pub fn tckd(student: &Tensor, teacher: &Tensor, labels: &Tensor, temperature: f64) -> Option<Tensor> {
+/// TCKD's sum over moving points and their count, as device scalars.
+fn tckd_parts(student: &Tensor, teacher: &Tensor, labels: &Tensor, temperature: f64) -> (Tensor, Tensor) {
     let moving = labels.eq(MOVING_CLASS).to_kind(Kind::Float).unsqueeze(1);
-    let count = moving.sum(Kind::Float);
-    if count.double_value(&[]) == 0.0 {
-        return None;
-    }
     let classes = student.size()[1];
     let gt = target_mask(labels, classes);
     let other = -&gt + 1.0;
     let binary = |p: &Tensor| Tensor::cat(&[(p * &gt).sum_dim_intlist(1, true, Kind::Float), (p * &other).sum_dim_intlist(1, true, Kind::Float)], 1);
     let p_student = binary(&((student / temperature).softmax(1, Kind::Float) + 1e-8));
     let p_teacher = binary(&((teacher / temperature).softmax(1, Kind::Float) + 1e-8));
-    let per_element = kl_elementwise(&p_student.log(), &p_teacher) * moving;
-    Some(per_element.sum(Kind::Float) / count)
+    let per_element = kl_elementwise(&p_student.log(), &p_teacher) * &moving;
+    (per_element.sum(Kind::Float), moving.sum(Kind::Float))
+}
+
+/// `sum / count`, or 0 where `count` is 0 (then `sum` is 0 too: every term was weighted by 0).
+fn mean_or_zero(sum: &Tensor, count: &Tensor) -> Tensor {
+    sum / count.clamp_min(1e-12)
+}
+
+/// Weighted non-target KD (NCKD), `None` when no point has a non-zero weight.
+pub fn nckd(student: &Tensor, teacher: &Tensor, labels: &Tensor, temperature: f64) -> Option<Tensor> {
+    let (sum, weight_sum) = nckd_parts(student, teacher, labels, temperature);
+    (weight_sum.double_value(&[]) > 0.0).then(|| sum / weight_sum)
+}
+
+/// Target KD (TCKD) on ground-truth moving points, `None` when the batch has none.
+pub fn tckd(student: &Tensor, teacher: &Tensor, labels: &Tensor, temperature: f64) -> Option<Tensor> {
+    let (sum, count) = tckd_parts(student, teacher, labels, temperature);
+    (count.double_value(&[]) > 0.0).then(|| sum / count)
 }
 
 /// The whole loss. `teacher` is `None` for a run without distillation (or `kd_weight` 0).
+///
+/// Nothing here waits for the device, so a training step queues its forward, loss and backward
+/// without a pause. With distillation, `nckd` and `tckd` are always there; a batch without moving
+/// points has a TCKD of exactly 0 (it adds nothing, the reference's NaN avoided) and
+/// `moving_points` 0, which is how a log tells that the term was skipped.
 #[allow(clippy::too_many_arguments)]
 pub fn kdmos_loss(
     voxel_logits: &Tensor,
@@ -132,20 +149,15 @@ pub fn kdmos_loss(
     let lovasz = lovasz_softmax(&voxel_logits.softmax(1, Kind::Float), voxel_labels, 0);
     let cross_entropy = voxel_cross_entropy(&voxel_logits, voxel_labels, 0);
     let mut total = &lovasz + &cross_entropy;
-    let (mut nckd_term, mut tckd_term) = (None, None);
+    let (mut nckd_term, mut tckd_term, mut moving_points) = (None, None, None);
     if let (Some(teacher), true) = (teacher, kd_weight != 0.0) {
         let student = point_logits.to_kind(Kind::Float);
         let teacher = teacher.to_kind(Kind::Float);
-        nckd_term = nckd(&student, &teacher, point_labels, temperature);
-        tckd_term = tckd(&student, &teacher, point_labels, temperature);
-        let mut kd = Tensor::zeros([], (Kind::Float, student.device()));
-        if let Some(n) = &nckd_term {
-            kd = kd + n * 3.0;
-        }
-        if let Some(t) = &tckd_term {
-            kd = kd + t;
-        }
-        total = total + kd * kd_weight;
+        let (nckd_sum, weight_sum) = nckd_parts(&student, &teacher, point_labels, temperature);
+        let (tckd_sum, moving) = tckd_parts(&student, &teacher, point_labels, temperature);
+        let (n, t) = (mean_or_zero(&nckd_sum, &weight_sum), mean_or_zero(&tckd_sum, &moving));
+        total = total + (&n * 3.0 + &t) * kd_weight;
+        (nckd_term, tckd_term, moving_points) = (Some(n), Some(t), Some(moving));
     }
-    LossTerms { lovasz, cross_entropy, nckd: nckd_term, tckd: tckd_term, total }
+    LossTerms { lovasz, cross_entropy, nckd: nckd_term, tckd: tckd_term, moving_points, total }
 }
