@@ -420,7 +420,7 @@ fn load_state(net: &mut PolarBevNet, optimizer: &mut FlatSgd, path: &Path) -> Re
     let model: std::collections::HashMap<String, Tensor> = tensors.iter().filter_map(|(k, v)| k.strip_prefix("model.").map(|k| (k.to_string(), v.shallow_clone()))).collect();
     crate::model::checkpoint::load_strict(&mut net.vs, path, model)?;
     let device = net.device();
-    optimizer.set_momentum_buffer(tensors.get("optimizer.momentum").map(|t| t.to_device(device)));
+    optimizer.set_momentum_buffer(tensors.get("optimizer.momentum").map(|t| t.to_device(device))).map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?;
     let step = tensors.get("state.step").map(|t| t.int64_value(&[0]) as usize).unwrap_or(0);
     let best = match (tensors.get("state.best_iou"), tensors.get("state.best_step")) {
         (Some(i), Some(s)) => Some((i.double_value(&[0]), s.int64_value(&[0]) as usize)),
