@@ -55,6 +55,7 @@ fn build_cuda_shim(torch_lib: &std::path::Path) {
     println!("cargo:rerun-if-changed=src/gpu/memory_stats.cpp");
     println!("cargo:rerun-if-changed=src/gpu/graph.cpp");
     println!("cargo:rerun-if-changed=src/gpu/profiler.cpp");
+    println!("cargo:rerun-if-changed=src/gpu/guarded.h");
     let Some(torch_dir) = torch_lib.parent() else { return };
     let Some(site_packages) = torch_dir.parent() else { return };
     let cuda_include = std::fs::read_dir(site_packages.join("nvidia"))

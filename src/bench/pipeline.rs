@@ -73,16 +73,11 @@ pub fn mos_pipeline(weights: &std::path::Path, device: crate::mos::DeviceChoice,
     let mut e2e = Vec::new();
     let mut stages: Vec<[f64; 7]> = Vec::new();
     crate::gpu::reset_peak(dev);
+    let mut segment = |engine: &mut MosEngine, i: usize| segment_message(engine, &messages[i], &scans[i], i, &mapping, &mut decoded, variant);
     // first pass: end to end, no synchronisation between stages (the latency a user sees)
-    for (i, bytes) in messages.iter().enumerate() {
+    for i in 0..messages.len() {
         let start = Instant::now();
-        let view: PointCloud2Ref = messages::decode(bytes).map_err(|e| e.to_string())?;
-        cloud::decode_into(&view, &mapping, &mut decoded).map_err(|e| e.to_string())?;
-        let results = engine.process(ScanInput { id: i as u64, stamp_ns: scans[i].2, cloud: &decoded, pose: scans[i].1 }).map_err(|e| e.to_string())?;
-        for r in &results {
-            let o = outputs::encode(&view.header, &decoded, r, variant, outputs::Wanted { split: false, point_labels: true });
-            std::hint::black_box(messages::encode(&o.labelled).map_err(|e| e.to_string())?);
-        }
+        segment(&mut engine, i)?;
         if i >= 8 {
             e2e.push(start.elapsed());
         }
@@ -91,43 +86,25 @@ pub fn mos_pipeline(weights: &std::path::Path, device: crate::mos::DeviceChoice,
     // second pass: per stage, with the device synchronised between stages
     engine.reset();
     engine.set_profiling(true);
-    for (i, bytes) in messages.iter().enumerate() {
-        let t0 = Instant::now();
-        let view: PointCloud2Ref = messages::decode(bytes).map_err(|e| e.to_string())?;
-        cloud::decode_into(&view, &mapping, &mut decoded).map_err(|e| e.to_string())?;
-        let decode_ms = t0.elapsed().as_secs_f64() * 1e3;
-        let results = engine.process(ScanInput { id: i as u64, stamp_ns: scans[i].2, cloud: &decoded, pose: scans[i].1 }).map_err(|e| e.to_string())?;
-        let t1 = Instant::now();
-        for r in &results {
-            let o = outputs::encode(&view.header, &decoded, r, variant, outputs::Wanted { split: false, point_labels: true });
-            std::hint::black_box(messages::encode(&o.labelled).map_err(|e| e.to_string())?);
-        }
-        let encode_ms = t1.elapsed().as_secs_f64() * 1e3;
-        if let (Some(r), true) = (results.last(), i >= 8) {
+    for i in 0..messages.len() {
+        let scan = segment(&mut engine, i)?;
+        if let (Some(r), true) = (scan.results.last(), i >= 8) {
             let t = r.timings;
-            stages.push([decode_ms, t.upload_ms, t.motion_ms, t.features_ms, t.network_ms, t.labels_ms, encode_ms]);
+            stages.push([scan.decode_ms, t.upload_ms, t.motion_ms, t.features_ms, t.network_ms, t.labels_ms, scan.encode_ms]);
         }
     }
+    // optional third pass: end to end again, under libtorch's profiler
     if let Some(dir) = profile {
         engine.set_profiling(false);
         engine.reset();
         let profiled = messages.len().saturating_sub(8).min(20);
-        let mut run_scans = |range: std::ops::Range<usize>| -> Result<(), String> {
-            for i in range {
-                let view: PointCloud2Ref = messages::decode(&messages[i]).map_err(|e| e.to_string())?;
-                cloud::decode_into(&view, &mapping, &mut decoded).map_err(|e| e.to_string())?;
-                let results = engine.process(ScanInput { id: i as u64, stamp_ns: scans[i].2, cloud: &decoded, pose: scans[i].1 }).map_err(|e| e.to_string())?;
-                for r in &results {
-                    let o = outputs::encode(&view.header, &decoded, r, variant, outputs::Wanted { split: false, point_labels: true });
-                    std::hint::black_box(messages::encode(&o.labelled).map_err(|e| e.to_string())?);
-                }
-            }
-            Ok(())
-        };
-        run_scans(0..8)?;
-        let (outcome, summary) = super::profile::record(dir, &format!("mos-{precision}"), dev.is_cuda(), profiled, || run_scans(8..8 + profiled))?;
+        for i in 0..8 {
+            segment(&mut engine, i)?;
+        }
+        let name = format!("mos-{precision}");
+        let (outcome, summary) = super::profile::record(dir, &name, dev.is_cuda(), profiled, || (8..8 + profiled).try_for_each(|i| segment(&mut engine, i).map(drop)))?;
         outcome?;
-        print!("{}", super::profile::render(&summary, &format!("mos-{precision}"), 25));
+        print!("{}", super::profile::render(&summary, &name, 25));
     }
     let e2e = Latency::from_samples(&mut e2e);
     let target = if dev == Device::Cpu { 2000.0 } else { 3.0 };
@@ -155,6 +132,28 @@ pub fn mos_pipeline(weights: &std::path::Path, device: crate::mos::DeviceChoice,
     record.notes.push(format!("{runs} scans timed after 8 warm-up scans (the motion history fills); weights {}", weights.display()));
     record.notes.push("end to end: no device synchronisation except the final download; per stage: synchronised between stages".into());
     Ok(record)
+}
+
+/// One scan through the whole pipeline as the node runs it: decode the message, segment, encode the
+/// labelled cloud.
+struct SegmentedMessage {
+    results: Vec<crate::mos::ScanResult>,
+    decode_ms: f64,
+    encode_ms: f64,
+}
+
+fn segment_message(engine: &mut MosEngine, bytes: &[u8], scan: &(PointCloud, Matrix4<f64>, i64), id: usize, mapping: &FieldMapping, decoded: &mut PointCloud, variant: crate::model::Variant) -> Result<SegmentedMessage, String> {
+    let t0 = Instant::now();
+    let view: PointCloud2Ref = messages::decode(bytes).map_err(|e| e.to_string())?;
+    cloud::decode_into(&view, mapping, decoded).map_err(|e| e.to_string())?;
+    let decode_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let results = engine.process(ScanInput { id: id as u64, stamp_ns: scan.2, cloud: decoded, pose: scan.1 }).map_err(|e| e.to_string())?;
+    let t1 = Instant::now();
+    for r in &results {
+        let o = outputs::encode(&view.header, decoded, r, variant, outputs::Wanted { split: false, point_labels: true });
+        std::hint::black_box(messages::encode(&o.labelled).map_err(|e| e.to_string())?);
+    }
+    Ok(SegmentedMessage { results, decode_ms, encode_ms: t1.elapsed().as_secs_f64() * 1e3 })
 }
 
 /// How far reduced-precision labels are from float32 labels, on the same scans.

@@ -1,36 +1,24 @@
 // CUDA graphs for kdseg: capture the kernels that libtorch launches between begin and end (whatever
 // issues them, here tch from Rust) and replay them with one launch. tch exposes no CUDA graphs.
-// Every function catches C++ exceptions and returns non-zero instead; the message is kept for Rust.
+// Every function catches C++ exceptions and returns non-zero instead (guarded.h).
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAStream.h>
 #include <optional>
-#include <string>
+#include "guarded.h"
+
+using kdseg::guarded;
 
 namespace {
-thread_local std::string last_error;
-
 struct Graph {
   at::cuda::CUDAGraph graph;
   std::optional<c10::cuda::CUDAStream> capture_stream;
   std::optional<c10::cuda::CUDAStream> previous_stream;
 };
-
-template <typename F>
-int guarded(F&& f) {
-  try {
-    f();
-    return 0;
-  } catch (const std::exception& e) {
-    last_error = e.what();
-  } catch (...) {
-    last_error = "unknown C++ exception";
-  }
-  return -1;
-}
 }  // namespace
 
-extern "C" const char* kdseg_graph_last_error() { return last_error.c_str(); }
+// The message of the calling thread's last failed call, from any of the shims.
+extern "C" const char* kdseg_shim_last_error() { return kdseg::last_error.c_str(); }
 
 extern "C" void* kdseg_graph_new() {
   Graph* g = nullptr;

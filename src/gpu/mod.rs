@@ -48,7 +48,7 @@ pub fn reset_peak(device: tch::Device) {
 
 #[cfg(kdseg_cuda_shim)]
 extern "C" {
-    fn kdseg_graph_last_error() -> *const std::os::raw::c_char;
+    fn kdseg_shim_last_error() -> *const std::os::raw::c_char;
     fn kdseg_graph_new() -> *mut std::ffi::c_void;
     fn kdseg_graph_free(handle: *mut std::ffi::c_void);
     fn kdseg_graph_begin(handle: *mut std::ffi::c_void, device: i32) -> i32;
@@ -118,7 +118,7 @@ impl CudaGraph {
 #[cfg(kdseg_cuda_shim)]
 fn last_error() -> String {
     // SAFETY: the shim returns a NUL-terminated thread-local string that lives until the next call.
-    unsafe { std::ffi::CStr::from_ptr(kdseg_graph_last_error()) }.to_string_lossy().into_owned()
+    unsafe { std::ffi::CStr::from_ptr(kdseg_shim_last_error()) }.to_string_lossy().into_owned()
 }
 
 impl Drop for CudaGraph {
@@ -137,7 +137,6 @@ unsafe impl Send for CudaGraph {}
 
 #[cfg(kdseg_cuda_shim)]
 extern "C" {
-    fn kdseg_profiler_last_error() -> *const std::os::raw::c_char;
     fn kdseg_profiler_start(cuda: i32) -> i32;
     fn kdseg_profiler_stop(events_path: *const std::os::raw::c_char) -> i32;
 }
@@ -155,7 +154,7 @@ impl Profiler {
         {
             // SAFETY: no pointers; the shim catches every C++ exception.
             if unsafe { kdseg_profiler_start(i32::from(cuda)) } != 0 {
-                return Err(format!("the profiler did not start: {}", profiler_error()));
+                return Err(format!("the profiler did not start: {}", last_error()));
             }
             return Ok(Profiler { _running: () });
         }
@@ -174,7 +173,7 @@ impl Profiler {
             let path = std::ffi::CString::new(events.as_os_str().as_encoded_bytes()).map_err(|_| format!("{}: a NUL byte in the path", events.display()))?;
             // SAFETY: a valid NUL-terminated path; the shim catches every C++ exception.
             if unsafe { kdseg_profiler_stop(path.as_ptr()) } != 0 {
-                return Err(format!("{}: {}", events.display(), profiler_error()));
+                return Err(format!("{}: {}", events.display(), last_error()));
             }
             return Ok(());
         }
@@ -184,10 +183,4 @@ impl Profiler {
             Err("this build has no libtorch profiler shim".into())
         }
     }
-}
-
-#[cfg(kdseg_cuda_shim)]
-fn profiler_error() -> String {
-    // SAFETY: the shim returns a NUL-terminated thread-local string that lives until the next call.
-    unsafe { std::ffi::CStr::from_ptr(kdseg_profiler_last_error()) }.to_string_lossy().into_owned()
 }

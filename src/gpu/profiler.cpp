@@ -5,23 +5,11 @@
 #include <fstream>
 #include <set>
 #include <string>
+#include "guarded.h"
+
+using kdseg::guarded;
 
 namespace {
-thread_local std::string last_error;
-
-template <typename F>
-int guarded(F&& f) {
-  try {
-    f();
-    return 0;
-  } catch (const std::exception& e) {
-    last_error = e.what();
-  } catch (...) {
-    last_error = "unknown C++ exception";
-  }
-  return -1;
-}
-
 namespace prof = torch::profiler::impl;
 namespace autoprof = torch::autograd::profiler;
 
@@ -38,6 +26,8 @@ std::string one_field(std::string s) {
   }
   return s;
 }
+
+// A host op's input shapes as [[8,32,480,362],[32,32,3,3]]; empty when the event has none.
 std::string shapes(const autoprof::KinetoEvent& e) {
   std::string out;
   if (!e.hasShapes()) return out;
@@ -57,8 +47,6 @@ std::string shapes(const autoprof::KinetoEvent& e) {
   return out;
 }
 }  // namespace
-
-extern "C" const char* kdseg_profiler_last_error() { return last_error.c_str(); }
 
 extern "C" int kdseg_profiler_start(int cuda) {
   return guarded([&] {
