@@ -99,6 +99,29 @@ fn voxel_logits_match_the_reference_slices() {
 }
 
 #[test]
+fn batch_norm_folded_for_inference_gives_the_same_logits() {
+    // the fixture's batch-norm statistics are perturbed on purpose, so folding them is not a no-op
+    let Some(f) = fixtures() else { return };
+    let dir = f.join("kdmos_net");
+    let mut net = PolarBevNet::from_checkpoint(&dir.join("kdmos_state_dict.safetensors"), Device::Cpu).unwrap();
+    let points = read_points(&dir.join("points.bin"));
+    let (appearance, grid) = net.grid.point_features(&points.narrow(1, 0, 3), &points.select(1, 3));
+    let features = Tensor::cat(&[appearance, Tensor::read_npy(dir.join("residuals.npy")).unwrap()], 1);
+    let batch = Tensor::zeros([features.size()[0]], (Kind::Int64, Device::Cpu));
+    let input = BevInput { features: &features, grid: &grid, batch: &batch, batch_size: 1 };
+    let logits = |net: &PolarBevNet, train: bool| tch::no_grad(|| net.point_logits(&net.forward(&input, train), &input));
+    let separate = logits(&net, false);
+    net.fold_batch_norm(Kind::Float);
+    let folded = logits(&net, false);
+    let err = max_abs(&separate, &folded);
+    assert!(err < 1e-4, "folded and separate batch norms differ by {err}");
+    assert!(separate.abs().max().double_value(&[]) > 1.0, "logits are not trivially small");
+    // training mode still runs the separate layers on the unchanged parameters
+    let trained = tch::no_grad(|| net.point_logits(&net.forward(&input, true), &input));
+    assert!(max_abs(&trained, &folded) > 1e-3, "training mode must not use the folded layers");
+}
+
+#[test]
 fn reference_motion_features_match_motionbev() {
     let Some(f) = fixtures() else { return };
     let dir = tempdir();

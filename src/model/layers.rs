@@ -40,6 +40,13 @@ impl Conv2d {
         Conv2d { weight, bias, padding }
     }
 
+    /// This convolution followed by `bn` (inference), as one convolution in `kind`: exact, since
+    /// batch norm with running statistics is per-channel affine.
+    pub fn folded_with(&self, bn: &BatchNorm, kind: Kind) -> Conv2d {
+        let (weight, bias) = fold_into_outputs(&self.weight, self.bias.as_ref(), bn, kind);
+        Conv2d { weight, bias: Some(bias), padding: self.padding }
+    }
+
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let (mut weight, mut bias) = (cast(&self.weight, x), self.bias.as_ref().map(|b| cast(b, x)));
         let out_ch = weight.size()[0];
@@ -82,6 +89,21 @@ impl Linear {
     pub fn forward(&self, x: &Tensor) -> Tensor {
         x.linear(&cast(&self.weight, x), Some(&cast(&self.bias, x)))
     }
+
+    /// This layer followed by `bn` (inference), as one layer in `kind`.
+    pub fn folded_with(&self, bn: &BatchNorm, kind: Kind) -> Linear {
+        let (weight, bias) = fold_into_outputs(&self.weight, Some(&self.bias), bn, kind);
+        Linear { weight, bias }
+    }
+
+    /// `bn` (inference) followed by this layer, as one layer in `kind`: `W (s·x + t) + b` is
+    /// `(W diag s) x + (W t + b)`.
+    pub fn after(&self, bn: &BatchNorm, kind: Kind) -> Linear {
+        let (scale, shift) = bn.affine();
+        let weight = self.weight.detach().to_kind(Kind::Float);
+        let bias = self.bias.detach().to_kind(Kind::Float) + weight.mv(&shift);
+        Linear { weight: (weight * scale.view([1, -1])).to_kind(kind), bias: bias.to_kind(kind) }
+    }
 }
 
 /// `nn.BatchNorm1d` / `nn.BatchNorm2d` (eps 1e-5, momentum 0.1), running statistics included.
@@ -116,8 +138,33 @@ impl BatchNorm {
             let mut count = self.num_batches_tracked.shallow_clone();
             let _ = count.f_add_scalar_(1);
         }
-        Tensor::batch_norm(x, Some(&self.weight), Some(&self.bias), Some(&self.running_mean), Some(&self.running_var), train, 0.1, 1e-5, !train)
+        Tensor::batch_norm(x, Some(&self.weight), Some(&self.bias), Some(&self.running_mean), Some(&self.running_var), train, 0.1, BATCH_NORM_EPS, !train)
     }
+
+    /// The inference-mode transform as a per-channel `scale · x + shift`, in float32.
+    pub fn affine(&self) -> (Tensor, Tensor) {
+        let f = |t: &Tensor| t.detach().to_kind(Kind::Float);
+        let scale = f(&self.weight) / (f(&self.running_var) + BATCH_NORM_EPS).sqrt();
+        let shift = f(&self.bias) - f(&self.running_mean) * &scale;
+        (scale, shift)
+    }
+}
+
+const BATCH_NORM_EPS: f64 = 1e-5;
+
+/// Weight and bias of a layer whose outputs are followed by `bn` in inference: every output channel
+/// scaled, the shift added to the bias. `weight` has output channels first; the results are in
+/// `kind`.
+pub fn fold_into_outputs(weight: &Tensor, bias: Option<&Tensor>, bn: &BatchNorm, kind: Kind) -> (Tensor, Tensor) {
+    let (scale, shift) = bn.affine();
+    let mut shape = vec![1i64; weight.dim()];
+    shape[0] = -1;
+    let weight = weight.detach().to_kind(Kind::Float) * scale.view(shape.as_slice());
+    let bias = match bias {
+        Some(b) => b.detach().to_kind(Kind::Float) * &scale + shift,
+        None => shift,
+    };
+    (weight.to_kind(kind), bias.to_kind(kind))
 }
 
 /// Pads the last (azimuth) dimension circularly by one column on each side. One concatenation
@@ -138,19 +185,31 @@ pub fn channels_last(x: &Tensor) -> Tensor {
 
 /// Conv3×3 (zero padding along range, circular along azimuth) → BN → LeakyReLU(0.01):
 /// `conv1.0`, `conv1.1` of MotionBEV's `single_conv_circular`, and one half of `double_conv_circular`.
+///
+/// After [`RingConvBnAct::fold_batch_norm`], inference runs one convolution with the batch norm
+/// folded into it (training still uses the separate layers).
 #[derive(Debug)]
 pub struct RingConvBnAct {
     conv: Conv2d,
     bn: BatchNorm,
+    folded: Option<Conv2d>,
 }
 
 impl RingConvBnAct {
     pub fn new(p: &Path, in_ch: i64, out_ch: i64) -> Self {
-        RingConvBnAct { conv: Conv2d::new(&(p / "0"), in_ch, out_ch, 3, [1, 0], true), bn: BatchNorm::new(&(p / "1"), out_ch) }
+        RingConvBnAct { conv: Conv2d::new(&(p / "0"), in_ch, out_ch, 3, [1, 0], true), bn: BatchNorm::new(&(p / "1"), out_ch), folded: None }
     }
 
     pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        self.bn.forward(&self.conv.forward(&ring_pad(x)), train).leaky_relu()
+        match &self.folded {
+            Some(conv) if !train => conv.forward(&ring_pad(x)).leaky_relu(),
+            _ => self.bn.forward(&self.conv.forward(&ring_pad(x)), train).leaky_relu(),
+        }
+    }
+
+    /// Folds the batch norm into the convolution for inference, in `kind`.
+    pub fn fold_batch_norm(&mut self, kind: Kind) {
+        self.folded = Some(self.conv.folded_with(&self.bn, kind));
     }
 }
 
@@ -168,6 +227,11 @@ impl DoubleRingConv {
 
     pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
         self.conv2.forward(&self.conv1.forward(x, train), train)
+    }
+
+    pub fn fold_batch_norm(&mut self, kind: Kind) {
+        self.conv1.fold_batch_norm(kind);
+        self.conv2.fold_batch_norm(kind);
     }
 }
 
@@ -187,6 +251,12 @@ impl InConv {
     pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
         self.conv.forward(&self.norm.forward(x, train), train)
     }
+
+    /// Folds the convolutions' batch norms. The input batch norm stays: the convolution after it
+    /// pads the range axis with zeros, which a folded shift would not see at the first and last rows.
+    pub fn fold_batch_norm(&mut self, kind: Kind) {
+        self.conv.fold_batch_norm(kind);
+    }
 }
 
 /// `down`: max-pool 2 (`mpconv.0`) then double_conv_circular (`mpconv.1`).
@@ -202,6 +272,10 @@ impl Down {
 
     pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
         self.conv.forward(&x.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false), train)
+    }
+
+    pub fn fold_batch_norm(&mut self, kind: Kind) {
+        self.conv.fold_batch_norm(kind);
     }
 }
 
@@ -333,10 +407,11 @@ impl Up {
         Up { up, conv: DoubleRingConv::new(&(p / "conv"), in_ch, out_ch), dropblock: DropBlock { block: 7, drop_prob } }
     }
 
-    pub fn forward(&self, x1: &Tensor, x2: &Tensor, train: bool) -> Tensor {
+    /// `nhwc`: the U-Net runs channels-last (see [`channels_last`]).
+    pub fn forward(&self, x1: &Tensor, x2: &Tensor, train: bool, nhwc: bool) -> Tensor {
         let x1 = match &self.up {
             // grid_sample writes NCHW; the concatenation below keeps channels-last only if both are
-            Upsampler::DySample(d) if train => channels_last(&d.forward(x1)),
+            Upsampler::DySample(d) if nhwc => channels_last(&d.forward(x1)),
             Upsampler::DySample(d) => d.forward(x1),
             Upsampler::Transposed(t) => t.forward(x1),
         };
@@ -345,6 +420,9 @@ impl Up {
         let x1 = if dx != 0 || dy != 0 { x1.pad([dx / 2, dx - dx / 2, dy / 2, dy - dy / 2], "constant", Some(0.0)) } else { x1 };
         let x = Tensor::cat(&[x2, &x1], 1);
         self.dropblock.forward(&self.conv.forward(&x, train), train)
+    }
+    pub fn fold_batch_norm(&mut self, kind: Kind) {
+        self.conv.fold_batch_norm(kind);
     }
 }
 
@@ -407,5 +485,8 @@ impl CoAttentionGate {
         let gated_a = gates.narrow(1, 0, 1) * appearance;
         let gated_m = gates.narrow(1, 1, 1) * motion;
         self.attention.forward(&gated_a, &gated_m)
+    }
+    pub fn fold_batch_norm(&mut self, kind: Kind) {
+        self.fuse_feature1.fold_batch_norm(kind);
     }
 }

@@ -154,6 +154,7 @@ impl MosEngine {
         let device = config.device.resolve().map_err(EngineError::Device)?;
         let weights = resolve_weights(&config.weights);
         let mut net = PolarBevNet::from_checkpoint(&weights, device)?;
+        net.fold_batch_norm(config.precision.kind());
         match config.precision {
             Precision::Fp32 => {}
             Precision::Bf16 => net.vs.bfloat16(),
