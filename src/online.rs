@@ -11,7 +11,7 @@ use crate::config::{Config, PoseSource};
 use crate::geometry::{PoseError, PoseInsert, PoseTracker};
 use crate::messages::{self, DiagnosticArray, DiagnosticStatus, Header, KeyValue, Odometry, PointCloud2Ref, TfMessage, Time};
 use crate::mos::outputs::{self, MosOutputs, Wanted};
-use crate::mos::{EngineError, MosEngine, ScanInput};
+use crate::mos::{EngineError, MosEngine, ScanInput, StageTimings};
 use nalgebra::Matrix4;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -64,6 +64,8 @@ pub struct Segmented {
     pub outputs: MosOutputs,
     /// Engine time for this scan, milliseconds.
     pub processing_ms: f64,
+    /// The engine's stage timings for this scan (per stage only when it synchronises between them).
+    pub timings: StageTimings,
     pub complete: bool,
 }
 
@@ -184,6 +186,11 @@ impl OnlineMos {
         &self.engine
     }
 
+    /// The engine, to reset its history or time its stages (benchmarks).
+    pub fn engine_mut(&mut self) -> &mut MosEngine {
+        &mut self.engine
+    }
+
     /// Counters, including malformed pose messages seen by the inbox.
     pub fn stats(&self) -> OnlineStats {
         let mut s = self.stats.clone();
@@ -225,8 +232,14 @@ impl OnlineMos {
             log::warn!("time went backwards ({:.3} s → {:.3} s, a looped bag?): clearing the scan history", from_ns as f64 * 1e-9, to_ns as f64 * 1e-9);
             self.time_jump_logged = true;
         }
+        self.reset();
+    }
+
+    /// Forgets the scan and pose history, as when a new drive starts.
+    pub fn reset(&mut self) {
         self.engine.reset();
         self.poses.tracker().reset();
+        self.poses.jumped.store(false, Ordering::SeqCst);
         self.waiting_for_labels.clear();
         self.last_stamp = None;
     }
@@ -312,7 +325,7 @@ impl OnlineMos {
             if self.spare_clouds.len() < SPARES {
                 self.spare_clouds.push(scan.cloud);
             }
-            done.push(Segmented { header: scan.header, outputs, processing_ms: ms, complete: result.complete });
+            done.push(Segmented { header: scan.header, outputs, processing_ms: ms, timings: result.timings, complete: result.complete });
         }
         Ok(done)
     }

@@ -2,11 +2,15 @@
 //! labels → encode) and one training step, on simulated HDL-64E scans.
 
 use super::{time_runs, BenchRecord, Latency, Metric};
-use crate::cloud::{self, FieldMapping, PointCloud};
+use crate::cloud::{self, PointCloud};
+use crate::config::Config;
 use crate::features::{MotionFeatures, MotionMode, MotionScan};
-use crate::messages::{self, Header, PointCloud2Ref, Time};
+use crate::geometry::{pose_from_matrix, pose_to_msg};
+use crate::messages::{self, Header, Odometry, PoseWithCovariance, Time};
 use crate::model::{NetConfig, PolarBevNet};
-use crate::mos::{outputs, EngineConfig, MosEngine, Precision, ScanInput};
+use crate::mos::outputs::Wanted;
+use crate::mos::{EngineConfig, MosEngine, Precision, ScanInput};
+use crate::online::{OnlineMos, PoseStatus};
 use crate::sim::{self, Preset, SimConfig, Simulator};
 use crate::train::data::{MotionInput, Scan};
 use crate::train::{self, Augmentation, TrainConfig};
@@ -44,65 +48,75 @@ pub fn simulator(scans: usize) -> Result<BenchRecord, sim::SimError> {
     Ok(record)
 }
 
-/// The MOS pipeline per stage and end to end on `device` with `precision`.
+/// The MOS pipeline per stage and end to end on `device` with `precision`, as the node runs it
+/// ([`OnlineMos`], less DDS): odometry and PointCloud2 messages in as CDR bytes, the labelled cloud
+/// out as CDR bytes, buffers reused from scan to scan.
 /// With `profile`, a third pass of up to 20 scans runs under libtorch's profiler (see
 /// [`super::profile`]) and its totals go to that folder.
 #[allow(clippy::too_many_arguments)]
-pub fn mos_pipeline(weights: &std::path::Path, device: crate::mos::DeviceChoice, precision: Precision, motion: MotionMode, cuda_graph: bool, runs: usize, profile: Option<&std::path::Path>) -> Result<BenchRecord, String> {
+pub fn mos_pipeline(engine: &EngineConfig, runs: usize, profile: Option<&std::path::Path>) -> Result<BenchRecord, String> {
     let scans = simulated_scans(runs + 10, 7).map_err(|e| e.to_string())?;
-    let config = EngineConfig { weights: weights.to_path_buf(), device, precision, motion, intensity_scale: 1.0, cuda_graph };
-    let mut engine = MosEngine::new(&config).map_err(|e| e.to_string())?;
-    let dev = engine.device();
-    let variant = engine.network().config.variant;
+    let (weights, precision, motion, cuda_graph) = (&engine.weights, engine.precision, engine.motion, engine.cuda_graph);
+    let mut online = OnlineMos::new(Config { mos: engine.clone(), ..Config::default() }).map_err(|e| e.to_string())?;
+    let dev = online.engine().device();
     let mean_points = scans.iter().map(|s| s.0.len()).sum::<usize>() as f64 / scans.len() as f64;
     let mut record = BenchRecord::new(
         "mos",
         &format!(
-            "MOS pipeline on {dev:?}, {precision}{}, {motion} motion features, {:.0}-point simulated HDL-64E scans",
+            "MOS pipeline on {dev:?}, {precision}{}{}, {motion} motion features, {:.0}-point simulated HDL-64E scans",
             if cuda_graph && dev.is_cuda() { ", U-Net in a CUDA graph" } else { "" },
+            if !engine.cudnn_benchmark && dev.is_cuda() { ", cuDNN heuristics" } else { "" },
             mean_points
         ),
     );
-    // the wire format the node and replay receive
-    let messages: Vec<Vec<u8>> = scans
+    // the wire format the node receives: each scan's odometry, then its cloud
+    let messages: Vec<(Vec<u8>, Vec<u8>)> = scans
         .iter()
-        .map(|(c, _, t)| messages::encode(&cloud::encode_velodyne(Header { stamp: Time::from_nanos(*t), frame_id: "velodyne".into() }, c)).map_err(|e| e.to_string()))
-        .collect::<Result<_, _>>()?;
-    let mapping = FieldMapping::default();
-    let mut decoded = PointCloud::default();
+        .map(|(c, pose, t)| {
+            let stamp = Time::from_nanos(*t);
+            let odom = Odometry {
+                header: Header { stamp, frame_id: "odom".into() },
+                child_frame_id: "velodyne".into(),
+                pose: PoseWithCovariance { pose: pose_to_msg(&pose_from_matrix(pose)), covariance: [0.0; 36] },
+                ..Default::default()
+            };
+            let cloud = cloud::encode_velodyne(Header { stamp, frame_id: "velodyne".into() }, c);
+            Ok((messages::encode(&odom).map_err(|e| e.to_string())?, messages::encode(&cloud).map_err(|e| e.to_string())?))
+        })
+        .collect::<Result<_, String>>()?;
     let mut e2e = Vec::new();
     let mut stages: Vec<[f64; 7]> = Vec::new();
+    let mut scratch = Vec::new();
     crate::gpu::reset_peak(dev);
-    let mut segment = |engine: &mut MosEngine, i: usize| segment_message(engine, &messages[i], &scans[i], i, &mapping, &mut decoded, variant);
+    let mut segment = |online: &mut OnlineMos, i: usize| segment_message(online, &messages[i], &mut scratch);
     // first pass: end to end, no synchronisation between stages (the latency a user sees)
     for i in 0..messages.len() {
         let start = Instant::now();
-        segment(&mut engine, i)?;
+        segment(&mut online, i)?;
         if i >= 8 {
             e2e.push(start.elapsed());
         }
     }
     let memory = crate::gpu::memory_stats(dev);
     // second pass: per stage, with the device synchronised between stages
-    engine.reset();
-    engine.set_profiling(true);
+    online.reset();
+    online.engine_mut().set_profiling(true);
     for i in 0..messages.len() {
-        let scan = segment(&mut engine, i)?;
-        if let (Some(r), true) = (scan.results.last(), i >= 8) {
-            let t = r.timings;
+        let scan = segment(&mut online, i)?;
+        if let (Some(t), true) = (scan.timings, i >= 8) {
             stages.push([scan.decode_ms, t.upload_ms, t.motion_ms, t.features_ms, t.network_ms, t.labels_ms, scan.encode_ms]);
         }
     }
     // optional third pass: end to end again, under libtorch's profiler
     if let Some(dir) = profile {
-        engine.set_profiling(false);
-        engine.reset();
+        online.engine_mut().set_profiling(false);
+        online.reset();
         let profiled = messages.len().saturating_sub(8).min(20);
         for i in 0..8 {
-            segment(&mut engine, i)?;
+            segment(&mut online, i)?;
         }
         let name = format!("mos-{precision}");
-        let (outcome, summary) = super::profile::record(dir, &name, dev.is_cuda(), profiled, || (8..8 + profiled).try_for_each(|i| segment(&mut engine, i).map(drop)))?;
+        let (outcome, summary) = super::profile::record(dir, &name, dev.is_cuda(), profiled, || (8..8 + profiled).try_for_each(|i| segment(&mut online, i).map(drop)))?;
         outcome?;
         print!("{}", super::profile::render(&summary, &name, 25));
     }
@@ -130,30 +144,43 @@ pub fn mos_pipeline(weights: &std::path::Path, device: crate::mos::DeviceChoice,
     };
     record.metrics.push(Metric::new("speed-up of motion features over MotionBEV's generator (190 ms/scan, CPU)", REFERENCE_RESIDUALS_MS / motion_p50.max(1e-6), "×"));
     record.notes.push(format!("{runs} scans timed after 8 warm-up scans (the motion history fills); weights {}", weights.display()));
+    record.notes.push("the node's pipeline (`OnlineMos`) without DDS: odometry + PointCloud2 CDR in, the labelled PointCloud2 (x, y, z, intensity, label, score, rgb) out as CDR, buffers reused".into());
     record.notes.push("end to end: no device synchronisation except the final download; per stage: synchronised between stages".into());
     Ok(record)
 }
 
-/// One scan through the whole pipeline as the node runs it: decode the message, segment, encode the
-/// labelled cloud.
+/// One scan through the node's pipeline: its odometry, then its cloud decoded, segmented, and the
+/// labelled cloud serialised.
 struct SegmentedMessage {
-    results: Vec<crate::mos::ScanResult>,
+    timings: Option<crate::mos::StageTimings>,
     decode_ms: f64,
     encode_ms: f64,
 }
 
-fn segment_message(engine: &mut MosEngine, bytes: &[u8], scan: &(PointCloud, Matrix4<f64>, i64), id: usize, mapping: &FieldMapping, decoded: &mut PointCloud, variant: crate::model::Variant) -> Result<SegmentedMessage, String> {
+fn segment_message(online: &mut OnlineMos, (odometry, cloud): &(Vec<u8>, Vec<u8>), scratch: &mut Vec<u8>) -> Result<SegmentedMessage, String> {
+    online.on_odometry(odometry).map_err(|e| e.to_string())?;
     let t0 = Instant::now();
-    let view: PointCloud2Ref = messages::decode(bytes).map_err(|e| e.to_string())?;
-    cloud::decode_into(&view, mapping, decoded).map_err(|e| e.to_string())?;
+    let scan = online.decode_cloud(cloud).map_err(|e| e.to_string())?;
     let decode_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let results = engine.process(ScanInput { id: id as u64, stamp_ns: scan.2, cloud: decoded, pose: scan.1 }).map_err(|e| e.to_string())?;
+    let pose = match online.pose(&scan) {
+        PoseStatus::Ready(p) => p,
+        PoseStatus::Wait(e) | PoseStatus::Failed(e) => return Err(format!("no pose for a simulated scan: {e}")),
+    };
     let t1 = Instant::now();
-    for r in &results {
-        let o = outputs::encode(&view.header, decoded, r, variant, outputs::Wanted { split: false, point_labels: true });
-        std::hint::black_box(messages::encode(&o.labelled).map_err(|e| e.to_string())?);
+    let segmented = online.segment(scan, pose, Wanted { split: false, point_labels: false }).map_err(|e| e.to_string())?;
+    let mut encode_ms = 0.0;
+    let mut timings = None;
+    for s in segmented {
+        // labelling the cloud happens inside `segment`, after the engine
+        encode_ms += (t1.elapsed().as_secs_f64() * 1e3 - s.processing_ms).max(0.0);
+        let t2 = Instant::now();
+        messages::cdr::encode_into(&s.outputs.labelled, scratch).map_err(|e| e.to_string())?;
+        std::hint::black_box(&scratch);
+        encode_ms += t2.elapsed().as_secs_f64() * 1e3;
+        timings = Some(s.timings);
+        online.recycle(s.outputs);
     }
-    Ok(SegmentedMessage { results, decode_ms, encode_ms: t1.elapsed().as_secs_f64() * 1e3 })
+    Ok(SegmentedMessage { timings, decode_ms, encode_ms })
 }
 
 /// How far reduced-precision labels are from float32 labels, on the same scans.
@@ -161,7 +188,7 @@ pub fn precision_agreement(weights: &std::path::Path, device: crate::mos::Device
     let data = simulated_scans(scans, 11).map_err(|e| e.to_string())?;
     let mut record = BenchRecord::new("precision", "Reduced precision against float32 labels");
     let labels_of = |precision: Precision, cuda_graph: bool| -> Result<Vec<Vec<u8>>, String> {
-        let config = EngineConfig { weights: weights.to_path_buf(), device, precision, motion: MotionMode::Causal, intensity_scale: 1.0, cuda_graph };
+        let config = EngineConfig { weights: weights.to_path_buf(), device, precision, motion: MotionMode::Causal, cuda_graph, ..EngineConfig::default() };
         let mut engine = MosEngine::new(&config).map_err(|e| e.to_string())?;
         let mut out = Vec::new();
         for (i, (c, pose, t)) in data.iter().enumerate() {

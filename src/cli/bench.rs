@@ -3,6 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use kdseg::bench::{self, pipeline, BenchRecord};
+use kdseg::mos::EngineConfig;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Subcommand)]
@@ -82,10 +83,10 @@ pub struct RunArgs {
     /// the GPU's time goes to this folder (SUITE-profile.txt, raw SUITE-events.tsv)
     #[arg(long)]
     pub profile: Option<PathBuf>,
-    /// MOS suites: let cuDNN time its convolution algorithms on the first scans and keep the fastest
-    /// (the training suite always does, as `kdseg train` does by default)
+    /// MOS pipeline suite: keep cuDNN's heuristic convolution algorithms instead of timing them on
+    /// the first scans (`mos.cudnn_benchmark: false`)
     #[arg(long)]
-    pub cudnn_benchmark: bool,
+    pub no_cudnn_benchmark: bool,
     /// Name the record file (default: the suite), e.g. mos-bf16
     #[arg(long)]
     pub name: Option<String>,
@@ -115,9 +116,6 @@ pub fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Run(args) => {
             let all = args.suite == Suite::All;
-            if args.cudnn_benchmark {
-                tch::Cuda::cudnn_set_benchmark(true);
-            }
             let name = args.name.as_deref();
             let cpu = args.device.resolve().map(|d| d == tch::Device::Cpu).unwrap_or(true);
             if all || args.suite == Suite::Decode {
@@ -131,7 +129,16 @@ pub fn run(command: BenchCommand) -> Result<()> {
             }
             if all || args.suite == Suite::Mos {
                 let runs = args.runs.unwrap_or(if cpu { 12 } else { 200 });
-                let record = pipeline::mos_pipeline(&args.weights, args.device, args.precision, args.motion, !args.no_cuda_graph, runs, args.profile.as_deref()).map_err(anyhow::Error::msg)?;
+                let engine = EngineConfig {
+                    weights: args.weights.clone(),
+                    device: args.device,
+                    precision: args.precision,
+                    motion: args.motion,
+                    cuda_graph: !args.no_cuda_graph,
+                    cudnn_benchmark: !args.no_cudnn_benchmark,
+                    ..EngineConfig::default()
+                };
+                let record = pipeline::mos_pipeline(&engine, runs, args.profile.as_deref()).map_err(anyhow::Error::msg)?;
                 save(&record, &args.out, name)?;
             }
             if args.suite == Suite::Precision {

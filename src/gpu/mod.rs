@@ -184,3 +184,55 @@ impl Profiler {
         }
     }
 }
+
+/// Host memory reused scan after scan for copies to and from a device: page-locked when the device
+/// is a GPU, so a copy is one DMA transfer rather than the driver's staging through pageable
+/// memory, and never freshly allocated, so no page faults (a 120k-point scan is about 2 MB each
+/// way).
+///
+/// Copies in and out of it are blocking (`to_device`, `copy_`), so the buffer is never written while
+/// a transfer still reads it.
+pub struct HostBuffer {
+    tensor: tch::Tensor,
+    pinned_for: Option<tch::Device>,
+}
+
+impl HostBuffer {
+    pub fn new(device: tch::Device) -> Self {
+        HostBuffer { tensor: tch::Tensor::empty([0], (tch::Kind::Float, tch::Device::Cpu)), pinned_for: device.is_cuda().then_some(device) }
+    }
+
+    /// The first `len` floats, for writing; grows (by doubling) when needed.
+    pub fn floats_mut(&mut self, len: usize) -> &mut [f32] {
+        let capacity = self.tensor.numel();
+        if capacity < len {
+            let grown = len.max(2 * capacity).max(1 << 16) as i64;
+            let fresh = tch::Tensor::empty([grown], (tch::Kind::Float, tch::Device::Cpu));
+            self.tensor = match self.pinned_for {
+                // a host without page-locked memory to give still works, only slower
+                Some(device) => fresh.f_pin_memory(device).unwrap_or(fresh),
+                None => fresh,
+            };
+        }
+        // SAFETY: the tensor is a contiguous float32 CPU tensor of at least `len` elements that only
+        // this struct refers to; `&mut self` keeps the slice unique, and no asynchronous copy reads it
+        // (see the type's documentation).
+        unsafe { std::slice::from_raw_parts_mut(self.tensor.data_ptr() as *mut f32, len) }
+    }
+
+    /// The first `numel` floats as a tensor of `shape` on the CPU, sharing this buffer's memory:
+    /// copy it before the buffer is written again.
+    pub fn view(&self, shape: &[i64]) -> tch::Tensor {
+        let numel: i64 = shape.iter().product();
+        self.tensor.narrow(0, 0, numel).view(shape)
+    }
+
+    /// Copies `tensor` (float32, any device) into the buffer and returns its values.
+    pub fn download(&mut self, tensor: &tch::Tensor) -> &[f32] {
+        let len = tensor.numel();
+        self.floats_mut(len);
+        let mut target = self.view(&[len as i64]);
+        target.copy_(&tensor.reshape([-1]));
+        self.floats_mut(len)
+    }
+}
