@@ -65,7 +65,7 @@ pub fn mos_pipeline(engine: &EngineConfig, runs: usize, profile: Option<&std::pa
         &format!(
             "MOS pipeline on {dev:?}, {precision}{}{}, {motion} motion features, {:.0}-point simulated HDL-64E scans",
             if cuda_graph && dev.is_cuda() { ", U-Net in a CUDA graph" } else { "" },
-            if !engine.cudnn_benchmark && dev.is_cuda() { ", cuDNN heuristics" } else { "" },
+            if !engine.cudnn_benchmark && dev.is_cuda() && precision != Precision::Fp32 { ", cuDNN heuristics" } else { "" },
             mean_points
         ),
     );

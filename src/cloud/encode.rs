@@ -73,7 +73,8 @@ pub fn encode_columns_into(header: Header, columns: &[Column], mut data: Vec<u8>
         offset += c.data.datatype().size();
     }
     let point_step = offset;
-    data.clear();
+    // every byte of a packed point belongs to a field and is written below: a reused buffer of the
+    // right size needs no clearing (3 MB of memset a scan), a new tail is zeroed by `resize`
     data.resize(n * point_step, 0);
     // blocks of points in parallel, every column of a block while its rows are in cache
     data.par_chunks_mut(POINTS_PER_TASK * point_step.max(1)).enumerate().for_each(|(task, block)| {

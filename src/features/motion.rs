@@ -143,12 +143,20 @@ pub struct MotionFeatures {
     buffer: VecDeque<Buffered>,
     /// [`CAUSAL_PAIRS`] on the device: the minuend and subtrahend window of each column.
     causal_pairs: (Tensor, Tensor),
+    /// [`CAUSAL_WINDOW_ROWS`] on the device.
+    window_rows: Tensor,
 }
 
 impl MotionFeatures {
     pub fn new(mode: MotionMode, device: Device) -> Self {
         let pairs = |side: fn(&(i64, i64)) -> i64| Tensor::from_slice(&CAUSAL_PAIRS.iter().map(side).collect::<Vec<_>>()).to_device(device);
-        MotionFeatures { mode, device, buffer: VecDeque::with_capacity(HISTORY), causal_pairs: (pairs(|p| p.0), pairs(|p| p.1)) }
+        MotionFeatures {
+            mode,
+            device,
+            buffer: VecDeque::with_capacity(HISTORY),
+            causal_pairs: (pairs(|p| p.0), pairs(|p| p.1)),
+            window_rows: Tensor::from_slice(&CAUSAL_WINDOW_ROWS).to_device(device),
+        }
     }
 
     pub fn mode(&self) -> MotionMode {
@@ -319,17 +327,8 @@ impl MotionFeatures {
         let projection = self.project();
         let slots = self.buffer.len() as i64;
         let newest = slots - 1;
-        // window k covers the buffer slots of the scans t-a..=t-b that exist (none at the very start)
-        let window = |z: &Tensor, (from_age, to_age): (i64, i64), reduce: fn(&Tensor) -> Tensor, empty: f64| {
-            let (first, last) = ((newest - from_age).max(0), newest - to_age);
-            if last < first {
-                Tensor::full([CELLS], empty, (Kind::Float, self.device))
-            } else {
-                reduce(&z.narrow(0, first, last - first + 1))
-            }
-        };
-        let zmax = Tensor::stack(&CAUSAL_WINDOWS.map(|w| window(&projection.zmax, w, |t| t.amax(0, false), f64::NEG_INFINITY)), 0);
-        let zmin = Tensor::stack(&CAUSAL_WINDOWS.map(|w| window(&projection.zmin, w, |t| t.amin(0, false), f64::INFINITY)), 0);
+        let zmax = causal_windows(&projection.zmax, &self.window_rows, |t, d| t.amax(d, false), f64::NEG_INFINITY);
+        let zmin = causal_windows(&projection.zmin, &self.window_rows, |t, d| t.amin(d, false), f64::INFINITY);
         let windows = CAUSAL_WINDOWS.len() as i64;
         // an empty window (at the start of a sequence) has no finite extent: Δz 0 everywhere
         let dz = (&zmax - zmin).abs().where_scalarother(&zmax.isfinite(), 0.0);
@@ -343,6 +342,28 @@ impl MotionFeatures {
         let residuals = with_spare_cell(&images.transpose(0, 1)).index_select(0, &projection.cells[newest as usize]);
         MotionOutput { id: current.id, stamp_ns: current.stamp_ns, residuals, complete: self.buffer.len() == HISTORY }
     }
+}
+
+/// Rows of [`causal_windows`]' stacked reductions that are the [`CAUSAL_WINDOWS`], in order.
+/// The stack holds the two 4-scan windows (ages 7–4, 3–0), the four 2-scan ones (7–6, 5–4, 3–2,
+/// 1–0), then the eight scans oldest first (age 7 − row + 6).
+const CAUSAL_WINDOW_ROWS: [i64; 7] = [1, 0, 5, 4, 13, 12, 2];
+
+/// The [`CAUSAL_WINDOWS`] reductions (`reduce` = max or min over a dimension) of per-scan images
+/// `z` `[slots, CELLS]` (oldest first, at most 8): scans missing at the start of a sequence are
+/// `empty` images, so their windows reduce to `empty`. Pairs, then pairs of pairs, in two
+/// reductions for all seven windows (fourteen separate ones cost the host a launch each).
+fn causal_windows(z: &Tensor, rows: &Tensor, reduce: fn(&Tensor, i64) -> Tensor, empty: f64) -> Tensor {
+    let slots = z.size()[0];
+    let z = if slots < HISTORY as i64 {
+        let missing = Tensor::full([HISTORY as i64 - slots, CELLS], empty, (z.kind(), z.device()));
+        Tensor::cat(&[missing, z.shallow_clone()], 0)
+    } else {
+        z.shallow_clone()
+    };
+    let pairs = reduce(&z.view([4, 2, CELLS]), 1);
+    let quads = reduce(&pairs.view([2, 2, CELLS]), 1);
+    Tensor::cat(&[quads, pairs, z], 0).index_select(0, rows)
 }
 
 fn reference_output(b: Buffered) -> MotionOutput {
@@ -395,4 +416,36 @@ fn gated_difference(a: &Extent, b: &Extent) -> Tensor {
         .logical_or(&a.dz.gt(MAX_EXTENT))
         .logical_or(&b.occluded);
     (&a.dz - &b.dz).where_self(&rejected.logical_not(), &zero)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The windows straight from their definition: scans t-a..=t-b that exist, `empty` if none.
+    fn direct_windows(z: &Tensor, reduce: fn(&Tensor, i64) -> Tensor, empty: f64) -> Tensor {
+        let newest = z.size()[0] - 1;
+        let windows = CAUSAL_WINDOWS.map(|(from_age, to_age)| {
+            let (first, last) = ((newest - from_age).max(0), newest - to_age);
+            if last < first {
+                Tensor::full([CELLS], empty, (Kind::Float, Device::Cpu))
+            } else {
+                reduce(&z.narrow(0, first, last - first + 1), 0)
+            }
+        });
+        Tensor::stack(&windows, 0)
+    }
+
+    #[test]
+    fn causal_windows_equal_their_definition_for_every_history_length() {
+        tch::manual_seed(3);
+        let rows = Tensor::from_slice(&CAUSAL_WINDOW_ROWS);
+        for slots in 1..=HISTORY as i64 {
+            let z = Tensor::randn([slots, CELLS], (Kind::Float, Device::Cpu));
+            let max = |t: &Tensor, d: i64| t.amax(d, false);
+            let min = |t: &Tensor, d: i64| t.amin(d, false);
+            assert!(causal_windows(&z, &rows, max, f64::NEG_INFINITY).equal(&direct_windows(&z, max, f64::NEG_INFINITY)), "max, {slots} scans");
+            assert!(causal_windows(&z, &rows, min, f64::INFINITY).equal(&direct_windows(&z, min, f64::INFINITY)), "min, {slots} scans");
+        }
+    }
 }
