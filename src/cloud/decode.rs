@@ -249,20 +249,7 @@ enum Dest<'a> {
 /// streaming the whole buffer once per field (a 120k-point cloud is several MB).
 const BLOCK: usize = 512;
 
-/// Clouds at least this large are decoded one field per thread (a 120k-point scan: 1.1 → 0.3 ms on
-/// a 16-core host); smaller ones (radar) are not worth waking threads for.
-const PARALLEL_POINTS: usize = 32_768;
-
 fn extract(layout: &Layout, tasks: &mut [(Located, Dest)]) {
-    if layout.height * layout.width >= PARALLEL_POINTS && rayon::current_num_threads() > 1 {
-        use rayon::prelude::*;
-        tasks.par_iter_mut().for_each(|task| extract_fields(layout, std::slice::from_mut(task)));
-    } else {
-        extract_fields(layout, tasks);
-    }
-}
-
-fn extract_fields(layout: &Layout, tasks: &mut [(Located, Dest)]) {
     let step = layout.point_step;
     for r in 0..layout.height {
         let row = &layout.data[r * layout.row_step..r * layout.row_step + layout.width * step];
