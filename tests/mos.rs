@@ -122,6 +122,34 @@ fn batch_norm_folded_for_inference_gives_the_same_logits() {
 }
 
 #[test]
+fn padded_points_leave_no_trace_in_the_bev_images() {
+    // the MOS engine's CUDA graph pools a fixed number of points, masking the padding
+    tch::manual_seed(5);
+    let net = PolarBevNet::new(NetConfig::KDMOS, Device::Cpu);
+    let (n, pad) = (4000, 1500);
+    let opts = (Kind::Int64, Device::Cpu);
+    let grid_of = |k: i64| Tensor::stack(&[Tensor::randint(480, [k], opts), Tensor::randint(360, [k], opts), Tensor::randint(32, [k], opts)], 1);
+    let features = Tensor::randn([n, 17], (Kind::Float, Device::Cpu));
+    let grid = grid_of(n);
+    // padding large enough to win every maximum it could reach
+    let padded_features = Tensor::cat(&[&features, &(Tensor::randn([pad, 17], (Kind::Float, Device::Cpu)) * 100.0)], 0);
+    let padded_grid = Tensor::cat(&[&grid, &grid_of(pad)], 0);
+    let valid = Tensor::arange(n + pad, opts).lt(n);
+    let images = |features: &Tensor, grid: &Tensor, valid: Option<&Tensor>| {
+        let batch = Tensor::zeros([features.size()[0]], opts);
+        let input = BevInput { features, grid, batch: &batch, batch_size: 1 };
+        tch::no_grad(|| net.bev_images_of(&input, valid, false))
+    };
+    let (appearance, motion) = images(&features, &grid, None);
+    let (padded_appearance, padded_motion) = images(&padded_features, &padded_grid, Some(&valid));
+    assert_eq!(padded_appearance.size(), vec![1, 32, 480, 360]);
+    assert!(appearance.equal(&padded_appearance), "appearance image changed by masked padding");
+    assert!(motion.equal(&padded_motion), "motion image changed by masked padding");
+    let (unmasked, _) = images(&padded_features, &padded_grid, None);
+    assert!(!appearance.equal(&unmasked), "the padding would show without the mask");
+}
+
+#[test]
 fn reference_motion_features_match_motionbev() {
     let Some(f) = fixtures() else { return };
     let dir = tempdir();

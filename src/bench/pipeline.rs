@@ -64,7 +64,7 @@ pub fn mos_pipeline(engine: &EngineConfig, runs: usize, profile: Option<&std::pa
         "mos",
         &format!(
             "MOS pipeline on {dev:?}, {precision}{}{}, {motion} motion features, {:.0}-point simulated HDL-64E scans",
-            if cuda_graph && dev.is_cuda() { ", U-Net in a CUDA graph" } else { "" },
+            if cuda_graph && dev.is_cuda() { ", features → labels in a CUDA graph" } else { "" },
             if !engine.cudnn_benchmark && dev.is_cuda() && precision != Precision::Fp32 { ", cuDNN heuristics" } else { "" },
             mean_points
         ),
@@ -217,7 +217,7 @@ pub fn precision_agreement(weights: &std::path::Path, device: crate::mos::Device
         for precision in [Precision::Fp32, Precision::Bf16] {
             let eager = if precision == Precision::Fp32 { reference.clone() } else { labels_of(precision, false)? };
             let graph = labels_of(precision, true)?;
-            record.metrics.push(Metric::new(&format!("{precision}, U-Net in a CUDA graph: points whose label differs from eager"), differing(&eager, &graph), "%").at_most(0.0));
+            record.metrics.push(Metric::new(&format!("{precision}, features → labels in a CUDA graph: points whose label differs from eager"), differing(&eager, &graph), "%").at_most(0.0));
         }
     }
     record.notes.push(format!("{scans} simulated scans, causal motion features, weights {}", weights.display()));

@@ -273,20 +273,32 @@ impl PolarBevNet {
     /// reference does: the values are the same (empty cells are zero), and without `unique` the host
     /// never waits for the device here.
     pub fn bev_images(&self, input: &BevInput, train: bool) -> (Tensor, Tensor) {
+        self.bev_images_of(input, None, train)
+    }
+
+    /// [`PolarBevNet::bev_images`] of a batch padded to a fixed number of points (what lets the MOS
+    /// engine capture a whole scan in a CUDA graph): points where `valid` is false go to a spare
+    /// cell past the grid and leave no trace in the images.
+    pub fn bev_images_of(&self, input: &BevInput, valid: Option<&Tensor>, train: bool) -> (Tensor, Tensor) {
         let (h, w) = (self.grid.size[0], self.grid.size[1]);
         let device = input.features.device();
         let kind = input.features.kind();
         let cells_total = input.batch_size * h * w;
         let cell = input.batch * (h * w) + input.grid.select(1, 0) * w + input.grid.select(1, 1);
-        let occupied = Tensor::zeros([cells_total, 1], (kind, device)).index_fill(0, &cell, 1.0);
+        let (cell, rows) = match valid {
+            Some(valid) => (cell.where_self(valid, &Tensor::full([], cells_total, (Kind::Int64, device))), cells_total + 1),
+            None => (cell, cells_total),
+        };
+        let occupied = Tensor::zeros([rows, 1], (kind, device)).index_fill(0, &cell, 1.0);
         let appearance = input.features.narrow(1, 0, APPEARANCE_COLUMNS);
         let motion = input.features.narrow(1, APPEARANCE_COLUMNS, self.config.motion_channels);
         // contiguous: batch norm over a strided [N, 9] view takes its slow one-block-per-channel
         // kernels (27 ms of a training step's backward at 950k points)
         let point_features = self.point_net.forward(&appearance.contiguous(), train);
         // an empty cell's compressed feature would be relu(bias): masked back to zero
-        let compressed = self.fea_compression.forward(&scatter_max(&point_features, &cell, cells_total)).relu() * &occupied;
+        let compressed = self.fea_compression.forward(&scatter_max(&point_features, &cell, rows)).relu() * &occupied;
         let image = |cells: Tensor| {
+            let cells = if rows == cells_total { cells } else { cells.narrow(0, 0, cells_total) };
             let c = cells.size()[1];
             let nhwc = cells.view([input.batch_size, h, w, c]).permute([0, 3, 1, 2]);
             // the U-Net runs channels-last on GPUs and in training (see `Unet::forward`)
@@ -296,7 +308,7 @@ impl PolarBevNet {
                 nhwc.contiguous()
             }
         };
-        (image(compressed), image(scatter_max(&motion, &cell, cells_total)))
+        (image(compressed), image(scatter_max(&motion, &cell, rows)))
     }
 
     /// Per-point logits `[N, classes]` gathered from BEV logits at each point's voxel.

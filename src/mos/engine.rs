@@ -44,8 +44,9 @@ pub struct EngineConfig {
     /// Multiplies the cloud's intensity to give KITTI-style remission in [0, 1] (1/255 for drivers
     /// that publish 0–255).
     pub intensity_scale: f32,
-    /// On CUDA, capture the U-Net in a CUDA graph after two scans and replay it: one launch instead of
-    /// hundreds, which is most of the network's time on a busy host.
+    /// On CUDA, capture everything from a scan's points and motion features to its labels (point
+    /// features, network, argmax) in a CUDA graph after two scans and replay it: one launch instead
+    /// of hundreds, which is most of the time on a busy host.
     pub cuda_graph: bool,
     /// On CUDA in bf16 or fp16, let cuDNN time its convolution algorithms on the first scans and
     /// keep the fastest: its heuristics pick legacy kernels for the full-resolution 3 × 3
@@ -136,28 +137,35 @@ pub struct MosEngine {
     intensity_scale: f32,
     pending: VecDeque<PendingScan>,
     profile: bool,
-    unet_graph: UnetGraphState,
+    graph: GraphState,
     /// Points on their way up, labels on their way down.
     upload: HostBuffer,
     download: HostBuffer,
 }
 
-/// Eager U-Net runs before the capture (cuDNN and cuBLAS set themselves up on the first ones).
+/// Eager runs at the graph's sizes before the capture (cuDNN and cuBLAS set themselves up, and
+/// cuDNN times its algorithms, on the first ones).
 const GRAPH_WARM_UP: usize = 2;
 
-/// The U-Net in a CUDA graph: static input images that each scan is copied into, and the output
-/// every replay overwrites.
-struct UnetGraph {
+/// Points a captured graph is sized for, in steps of this many (a 120k-point scan: 147,456).
+const GRAPH_POINT_STEP: i64 = 16_384;
+
+/// Everything from a scan's points and motion features to its labels (point features, PointNet,
+/// pooling, U-Net, per-point logits, argmax) in one CUDA graph, at a fixed number of points
+/// (`capacity`): each scan is copied into the static inputs, the points past its count are masked
+/// out of the pooling, and its outputs are the first `count` columns of `output`.
+struct ScanGraph {
     graph: CudaGraph,
-    appearance: Tensor,
-    motion: Tensor,
+    points: Tensor,
+    residuals: Tensor,
+    count: Tensor,
     output: Tensor,
 }
 
-enum UnetGraphState {
+enum GraphState {
     Off,
-    Warming(usize),
-    Ready(UnetGraph),
+    Warming { runs: usize, capacity: i64 },
+    Ready { graph: ScanGraph, capacity: i64 },
 }
 
 impl MosEngine {
@@ -179,7 +187,7 @@ impl MosEngine {
             log::warn!("{} on the CPU is slow and meant for GPUs", config.precision);
         }
         let mut engine = Self::with_network(net, config.motion, config.precision, config.intensity_scale);
-        engine.unet_graph = if config.cuda_graph && device.is_cuda() { UnetGraphState::Warming(0) } else { UnetGraphState::Off };
+        engine.graph = if config.cuda_graph && device.is_cuda() { GraphState::Warming { runs: 0, capacity: 0 } } else { GraphState::Off };
         Ok(engine)
     }
 
@@ -195,7 +203,7 @@ impl MosEngine {
             intensity_scale,
             pending: VecDeque::new(),
             profile: false,
-            unet_graph: UnetGraphState::Off,
+            graph: GraphState::Off,
             upload: HostBuffer::new(device),
             download: HostBuffer::new(device),
         }
@@ -306,24 +314,32 @@ impl MosEngine {
             return ScanResult { id: scan.id, stamp_ns: scan.stamp_ns, classes: vec![], labels: vec![], moving_probability: vec![], complete, timings };
         }
         let t = Instant::now();
-        let (appearance, grid) = self.grid.point_features(&scan.points.narrow(1, 0, 3), &scan.points.select(1, 3));
-        let features = Tensor::cat(&[appearance, residuals.shallow_clone()], 1).to_kind(self.precision.kind());
-        let batch = Tensor::zeros([n], (Kind::Int64, self.device));
-        self.sync();
-        timings.features_ms = ms(t);
+        let outputs = match self.graph_outputs(&scan.points, residuals) {
+            Some(outputs) => {
+                // one replay: point features, network and argmax are one stage here
+                self.sync();
+                timings.network_ms = ms(t);
+                outputs
+            }
+            None => {
+                let mut clock = t;
+                let mut stage = 0;
+                let outputs = self.scan_outputs(&scan.points, residuals, None, &mut |engine: &MosEngine| {
+                    engine.sync();
+                    let elapsed = ms(clock);
+                    match stage {
+                        0 => timings.features_ms = elapsed,
+                        _ => timings.network_ms = elapsed,
+                    }
+                    stage += 1;
+                    clock = Instant::now();
+                });
+                outputs
+            }
+        };
         let t = Instant::now();
-        let input = BevInput { features: &features, grid: &grid, batch: &batch, batch_size: 1 };
-        let (appearance, motion) = self.net.bev_images(&input, false);
-        let bev = self.unet(&appearance, &motion);
-        let logits = self.net.point_logits(&bev, &input).to_kind(Kind::Float);
-        self.sync();
-        timings.network_ms = ms(t);
-        let t = Instant::now();
-        let probabilities = logits.softmax(1, Kind::Float);
         // class and moving probability come down together: one copy, one wait for the device
-        let class = logits.argmax(1, false).to_kind(Kind::Float);
-        let moving = probabilities.select(1, moving_class(variant));
-        let host = self.download.download(&Tensor::stack(&[class, moving], 0));
+        let host = self.download.download(&outputs);
         let (class, moving) = host.split_at(n as usize);
         let classes: Vec<u8> = class.iter().map(|&c| c as u8).collect();
         let moving_probability = moving.to_vec();
@@ -332,54 +348,77 @@ impl MosEngine {
         ScanResult { id: scan.id, stamp_ns: scan.stamp_ns, classes, labels, moving_probability, complete, timings }
     }
 
-    /// The U-Net on one scan's BEV images: eagerly, or by replaying its CUDA graph (captured after
-    /// the warm-up; a failed capture or replay falls back to eager runs for good).
-    fn unet(&mut self, appearance: &Tensor, motion: &Tensor) -> Tensor {
-        match &mut self.unet_graph {
-            UnetGraphState::Off => return self.net.unet_forward(appearance, motion),
-            UnetGraphState::Warming(runs) if *runs < GRAPH_WARM_UP => {
-                *runs += 1;
-                return self.net.unet_forward(appearance, motion);
+    /// `[2, M]` on the device: each point's class (as float) and moving probability, from its
+    /// points `[M, 4]` and motion features `[M, 8]`. With `valid`, only those points are pooled into
+    /// the images (the others are padding). `stage_done` is called after the point features and
+    /// after the network (timing).
+    fn scan_outputs(&self, points: &Tensor, residuals: &Tensor, valid: Option<&Tensor>, stage_done: &mut dyn FnMut(&MosEngine)) -> Tensor {
+        let m = points.size()[0];
+        let (appearance, grid) = self.grid.point_features(&points.narrow(1, 0, 3), &points.select(1, 3));
+        let features = Tensor::cat(&[appearance, residuals.shallow_clone()], 1).to_kind(self.precision.kind());
+        let batch = Tensor::zeros([m], (Kind::Int64, self.device));
+        stage_done(self);
+        let input = BevInput { features: &features, grid: &grid, batch: &batch, batch_size: 1 };
+        let (appearance, motion) = self.net.bev_images_of(&input, valid, false);
+        let bev = self.net.unet_forward(&appearance, &motion);
+        let logits = self.net.point_logits(&bev, &input).to_kind(Kind::Float);
+        stage_done(self);
+        let class = logits.argmax(1, false).to_kind(Kind::Float);
+        let moving = logits.softmax(1, Kind::Float).select(1, moving_class(self.net.config.variant));
+        Tensor::stack(&[class, moving], 0)
+    }
+
+    /// The scan's outputs through the CUDA graph: `None` when it is off, still warming up, or failed
+    /// (then off for good). A scan larger than the graph's capacity starts a new warm-up at a larger
+    /// size.
+    fn graph_outputs(&mut self, points: &Tensor, residuals: &Tensor) -> Option<Tensor> {
+        let n = points.size()[0];
+        let needed = (n * 5 / 4 + GRAPH_POINT_STEP - 1) / GRAPH_POINT_STEP * GRAPH_POINT_STEP;
+        let (runs, capacity) = match &self.graph {
+            GraphState::Off => return None,
+            GraphState::Ready { graph, capacity } if n <= *capacity => {
+                let _ = graph.points.narrow(0, 0, n).copy_(points);
+                let _ = graph.residuals.narrow(0, 0, n).copy_(residuals);
+                let _ = graph.count.shallow_clone().fill_(n);
+                return match graph.graph.replay() {
+                    Ok(()) => Some(graph.output.narrow(1, 0, n)),
+                    Err(e) => {
+                        log::warn!("CUDA graph replay failed ({e}); scans run eagerly from now on");
+                        self.graph = GraphState::Off;
+                        None
+                    }
+                };
             }
-            UnetGraphState::Ready(g) if g.appearance.size() == appearance.size() && g.motion.size() == motion.size() => {
-                g.appearance.copy_(appearance);
-                g.motion.copy_(motion);
-                match g.graph.replay() {
-                    Ok(()) => return g.output.shallow_clone(),
-                    Err(e) => log::warn!("CUDA graph replay failed ({e}); the U-Net runs eagerly from now on"),
-                }
-                self.unet_graph = UnetGraphState::Off;
-                return self.net.unet_forward(appearance, motion);
-            }
-            UnetGraphState::Ready(_) => {
-                log::warn!("BEV image shape changed; the U-Net runs eagerly from now on");
-                self.unet_graph = UnetGraphState::Off;
-                return self.net.unet_forward(appearance, motion);
-            }
-            UnetGraphState::Warming(_) => {}
+            GraphState::Ready { .. } => (0, needed),
+            GraphState::Warming { runs, capacity } if n <= *capacity => (*runs, *capacity),
+            GraphState::Warming { .. } => (0, needed),
+        };
+        let pad = |t: &Tensor| Tensor::cat(&[t.shallow_clone(), Tensor::zeros([capacity - n, t.size()[1]], (t.kind(), t.device()))], 0);
+        if runs < GRAPH_WARM_UP {
+            self.graph = GraphState::Warming { runs: runs + 1, capacity };
+            let valid = Tensor::arange(capacity, (Kind::Int64, self.device)).lt(n);
+            return Some(self.scan_outputs(&pad(points), &pad(residuals), Some(&valid), &mut |_| {}).narrow(1, 0, n));
         }
-        // capture: the graph reads these copies, which later scans are copied into
-        let (static_appearance, static_motion) = (appearance.copy(), motion.copy());
-        let net = &self.net;
-        let captured = CudaGraph::capture(self.device, || net.unet_forward(&static_appearance, &static_motion));
-        match captured {
-            Some((graph, output)) => match graph.replay() {
-                Ok(()) => {
-                    log::info!("U-Net captured in a CUDA graph");
-                    self.unet_graph = UnetGraphState::Ready(UnetGraph { graph, appearance: static_appearance, motion: static_motion, output: output.shallow_clone() });
-                    output
-                }
-                Err(e) => {
-                    log::warn!("CUDA graph replay failed ({e}); the U-Net runs eagerly");
-                    self.unet_graph = UnetGraphState::Off;
-                    self.net.unet_forward(appearance, motion)
-                }
-            },
-            None => {
-                self.unet_graph = UnetGraphState::Off;
-                self.net.unet_forward(appearance, motion)
-            }
+        // capture: the graph reads these buffers, which later scans are copied into
+        let (static_points, static_residuals) = (pad(points), pad(residuals));
+        let count = Tensor::full([1], n, (Kind::Int64, self.device));
+        let captured = CudaGraph::capture(self.device, || {
+            let valid = Tensor::arange(capacity, (Kind::Int64, self.device)).lt_tensor(&count);
+            self.scan_outputs(&static_points, &static_residuals, Some(&valid), &mut |_| {})
+        });
+        let Some((graph, output)) = captured else {
+            self.graph = GraphState::Off;
+            return None;
+        };
+        if let Err(e) = graph.replay() {
+            log::warn!("CUDA graph replay failed ({e}); scans run eagerly");
+            self.graph = GraphState::Off;
+            return None;
         }
+        log::info!("point features, network and labels captured in a CUDA graph for up to {capacity} points");
+        let outputs = output.narrow(1, 0, n);
+        self.graph = GraphState::Ready { graph: ScanGraph { graph, points: static_points, residuals: static_residuals, count, output }, capacity };
+        Some(outputs)
     }
 
     /// Per-point logits `[N, classes]` of one scan whose motion features are given (`[N, 8]`), as
