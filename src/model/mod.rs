@@ -90,8 +90,7 @@ impl PointNet {
     fn fold_batch_norm(&mut self, kind: Kind) {
         let mut folded: Vec<Linear> = Vec::with_capacity(self.layers.len() + 1);
         for (i, (linear, bn)) in self.layers.iter().enumerate() {
-            let linear = if i == 0 { linear.after(&self.bn1, Kind::Float) } else { Linear { weight: linear.weight.detach().to_kind(Kind::Float), bias: linear.bias.detach().to_kind(Kind::Float) } };
-            folded.push(linear.folded_with(bn, kind));
+            folded.push(if i == 0 { linear.after(&self.bn1, Kind::Float).folded_with(bn, kind) } else { linear.folded_with(bn, kind) });
         }
         folded.push(Linear { weight: self.out.weight.detach().to_kind(kind), bias: self.out.bias.detach().to_kind(kind) });
         self.folded = Some(folded);

@@ -162,6 +162,13 @@ struct ScanGraph {
     output: Tensor,
 }
 
+/// What the network takes for a scan's points.
+struct PointInputs {
+    features: Tensor,
+    grid: Tensor,
+    batch: Tensor,
+}
+
 enum GraphState {
     Off,
     Warming { runs: usize, capacity: i64 },
@@ -322,18 +329,13 @@ impl MosEngine {
                 outputs
             }
             None => {
-                let mut clock = t;
-                let mut stage = 0;
-                let outputs = self.scan_outputs(&scan.points, residuals, None, &mut |engine: &MosEngine| {
-                    engine.sync();
-                    let elapsed = ms(clock);
-                    match stage {
-                        0 => timings.features_ms = elapsed,
-                        _ => timings.network_ms = elapsed,
-                    }
-                    stage += 1;
-                    clock = Instant::now();
-                });
+                let inputs = self.point_inputs(&scan.points, residuals);
+                self.sync();
+                timings.features_ms = ms(t);
+                let t = Instant::now();
+                let outputs = self.network_outputs(&inputs, None);
+                self.sync();
+                timings.network_ms = ms(t);
                 outputs
             }
         };
@@ -348,24 +350,30 @@ impl MosEngine {
         ScanResult { id: scan.id, stamp_ns: scan.stamp_ns, classes, labels, moving_probability, complete, timings }
     }
 
-    /// `[2, M]` on the device: each point's class (as float) and moving probability, from its
-    /// points `[M, 4]` and motion features `[M, 8]`. With `valid`, only those points are pooled into
-    /// the images (the others are padding). `stage_done` is called after the point features and
-    /// after the network (timing).
-    fn scan_outputs(&self, points: &Tensor, residuals: &Tensor, valid: Option<&Tensor>, stage_done: &mut dyn FnMut(&MosEngine)) -> Tensor {
-        let m = points.size()[0];
+    /// The network's inputs for points `[M, 4]` with their motion features `[M, 8]`.
+    fn point_inputs(&self, points: &Tensor, residuals: &Tensor) -> PointInputs {
         let (appearance, grid) = self.grid.point_features(&points.narrow(1, 0, 3), &points.select(1, 3));
         let features = Tensor::cat(&[appearance, residuals.shallow_clone()], 1).to_kind(self.precision.kind());
-        let batch = Tensor::zeros([m], (Kind::Int64, self.device));
-        stage_done(self);
-        let input = BevInput { features: &features, grid: &grid, batch: &batch, batch_size: 1 };
+        let batch = Tensor::zeros([points.size()[0]], (Kind::Int64, self.device));
+        PointInputs { features, grid, batch }
+    }
+
+    /// `[2, M]` on the device: each point's class (as float) and moving probability. With `valid`,
+    /// only those points are pooled into the images (the others are padding).
+    fn network_outputs(&self, inputs: &PointInputs, valid: Option<&Tensor>) -> Tensor {
+        let input = BevInput { features: &inputs.features, grid: &inputs.grid, batch: &inputs.batch, batch_size: 1 };
         let (appearance, motion) = self.net.bev_images_of(&input, valid, false);
         let bev = self.net.unet_forward(&appearance, &motion);
         let logits = self.net.point_logits(&bev, &input).to_kind(Kind::Float);
-        stage_done(self);
         let class = logits.argmax(1, false).to_kind(Kind::Float);
         let moving = logits.softmax(1, Kind::Float).select(1, moving_class(self.net.config.variant));
         Tensor::stack(&[class, moving], 0)
+    }
+
+    /// [`MosEngine::network_outputs`] of padded points, the first `count` of them real.
+    fn padded_outputs(&self, points: &Tensor, residuals: &Tensor, count: &Tensor) -> Tensor {
+        let valid = Tensor::arange(points.size()[0], (Kind::Int64, self.device)).lt_tensor(count);
+        self.network_outputs(&self.point_inputs(points, residuals), Some(&valid))
     }
 
     /// The scan's outputs through the CUDA graph: `None` when it is off, still warming up, or failed
@@ -394,18 +402,14 @@ impl MosEngine {
             GraphState::Warming { .. } => (0, needed),
         };
         let pad = |t: &Tensor| Tensor::cat(&[t.shallow_clone(), Tensor::zeros([capacity - n, t.size()[1]], (t.kind(), t.device()))], 0);
+        let count = Tensor::full([1], n, (Kind::Int64, self.device));
         if runs < GRAPH_WARM_UP {
             self.graph = GraphState::Warming { runs: runs + 1, capacity };
-            let valid = Tensor::arange(capacity, (Kind::Int64, self.device)).lt(n);
-            return Some(self.scan_outputs(&pad(points), &pad(residuals), Some(&valid), &mut |_| {}).narrow(1, 0, n));
+            return Some(self.padded_outputs(&pad(points), &pad(residuals), &count).narrow(1, 0, n));
         }
         // capture: the graph reads these buffers, which later scans are copied into
         let (static_points, static_residuals) = (pad(points), pad(residuals));
-        let count = Tensor::full([1], n, (Kind::Int64, self.device));
-        let captured = CudaGraph::capture(self.device, || {
-            let valid = Tensor::arange(capacity, (Kind::Int64, self.device)).lt_tensor(&count);
-            self.scan_outputs(&static_points, &static_residuals, Some(&valid), &mut |_| {})
-        });
+        let captured = CudaGraph::capture(self.device, || self.padded_outputs(&static_points, &static_residuals, &count));
         let Some((graph, output)) = captured else {
             self.graph = GraphState::Off;
             return None;
